@@ -1,0 +1,155 @@
+"""Where am I? The ``Context`` snapshot, tokens, and their detection.
+
+Theory of operation. ``current_context()`` runs on every bridge call, so it is
+built for speed:
+
+1. Scheduler threads first. For each runtime whose module is imported, its
+   adapter's ``detect_loop`` looks at the runtime's own per-thread state (the
+   running asyncio loop, trio's run context, curio's kernel flag, our kernel)
+   and returns a snapshot cached per run and per "in a task or not", so a loop
+   thread pays a few attribute reads. trio is asked before asyncio because a
+   trio guest run lives inside an asyncio loop.
+2. Then worker threads: our own workers, trio's and anyio's (their thread-locals
+   name the owner), curio's, and the default executor of an asyncio loop.
+3. Otherwise the thread is plain.
+
+A ``Token`` is a handle on one run that schedules a sync callback onto it from
+any thread. Tokens of the same run compare equal, whichever thread made them.
+"""
+
+from __future__ import annotations
+
+import sys
+import weakref
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ._registry import adapter_if_imported
+
+__all__ = (
+    "HOSTED_LOOPS",
+    "PLAIN", "Context", "Role", "Token", "current_context", "current_runtime")
+
+Role = Literal["event_loop", "worker", "plain"]
+
+
+class Token(ABC):
+    """A handle on one run of a runtime: schedules callbacks onto it from any
+    thread. Equal tokens name the same run."""
+
+    __slots__ = ()
+
+    #: The runtime's name, e.g. ``"trio"``.
+    runtime: str
+
+    @abstractmethod
+    def run_sync_soon_threadsafe(self, fn: Callable[..., object], *args: Any) -> None:
+        """Call ``fn(*args)`` soon on the run's thread, from any thread.
+
+        Raises :class:`~bridge.RunFinishedError` when the run is over or
+        paused, instead of queueing work that would never run. ``fn`` runs as
+        a sync callback of the run; an exception it raises is the run's to
+        report (like ``loop.call_soon_threadsafe``), so callers catch their own.
+        """
+
+    @property
+    @abstractmethod
+    def native(self) -> object:
+        """The runtime's own handle (loop, ``TrioToken``, kernel, ...)."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Token) and self.native is other.native
+
+    def __hash__(self) -> int:
+        return id(self.native)
+
+    def __repr__(self) -> str:
+        return f"<{self.runtime} token for {self.native!r}>"
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """A snapshot of what runs on the calling thread.
+
+    - ``runtime``: the runtime's name, or None on a plain thread.
+    - ``role``: ``"event_loop"`` (this thread is running that runtime's
+      scheduler now), ``"worker"`` (a worker thread of an offload call, ours
+      or the runtime's), or ``"plain"``.
+    - ``hosted``: the loop is a pet executor's.
+    - ``in_task``: code here runs inside a task (and may await), not in a
+      sync callback of the loop.
+    - ``portal``: a greenlet portal lets sync code here re-enter the loop.
+    - ``guest``: the name of another runtime hosted on this thread (a trio
+      guest run inside asyncio), or None.
+    - ``token``: schedules onto the run from any thread; for a worker, its
+      owner's run, or None when the owner cannot be known.
+    - ``can_block``: blocking this thread stalls no event loop.
+    """
+
+    runtime: str | None
+    role: Role
+    hosted: bool = False
+    in_task: bool = False
+    portal: bool = False
+    guest: str | None = None
+    token: Token | None = None
+    can_block: bool = True
+
+
+PLAIN = Context(runtime=None, role="plain")
+
+#: Loops (and other runs' native handles) that a pet executor hosts; adapters
+#: report ``hosted=True`` for them.
+HOSTED_LOOPS: weakref.WeakSet[object] = weakref.WeakSet()
+
+# Detection order: our own runtime, then trio before asyncio (a trio guest run
+# lives inside an asyncio loop), curio, and asyncio last.
+_ORDER: tuple[str, ...] = ("pet_executor", "trio", "curio", "asyncio")
+
+
+def current_context() -> Context:
+    """Return a snapshot of what is running on this thread. Cheap: cached per
+    run and per task kind; safe to call on every bridge call."""
+    modules = sys.modules
+    adapters = [a for n in _ORDER if n in modules and (a := adapter_if_imported(n)) is not None]
+    for adapter in adapters:
+        ctx = adapter.detect_loop()
+        if ctx is not None:
+            return ctx
+    for adapter in adapters:
+        ctx = adapter.detect_worker()
+        if ctx is not None:
+            return ctx
+    if "anyio" in modules:
+        return _anyio_worker() or PLAIN
+    return PLAIN
+
+
+def current_runtime() -> str | None:
+    """The name of the runtime this thread runs or works for, or None."""
+    return current_context().runtime
+
+
+def _anyio_worker() -> Context | None:
+    # anyio's worker threads record their owner in a thread-local (anyio 4):
+    # an EventLoopToken whose backend names the runtime.
+    try:
+        from anyio._core._eventloop import threadlocals
+    except ImportError:  # pragma: no cover - an anyio without it
+        return None
+    token = getattr(threadlocals, "current_token", None)
+    if token is None:
+        return None
+    name = token.backend_class.__name__.removesuffix("Backend").lower()
+    adapter = adapter_if_imported(name)
+    if adapter is None:  # pragma: no cover - anyio running a runtime we lack
+        return None
+    return worker_context(adapter.name, adapter.token_for(token.native_token))
+
+
+def worker_context(runtime: str, token: Token | None) -> Context:
+    """The snapshot of a worker thread of ``runtime`` owned by ``token``'s run
+    (None: the owner cannot be known)."""
+    return Context(runtime=runtime, role="worker", token=token)
