@@ -30,6 +30,8 @@ async def _as_coroutine(async_fn: Callable[..., Awaitable[T]], args: tuple[Any, 
 # uvloop's "uvloop_N"; a user's own executor (even if set as the default) does not.
 _DEFAULT_EXECUTOR_PREFIXES = ("asyncio", "uvloop")
 
+_POOL_WORKER = Context(runtime=None, role="worker")
+
 # How long a default-executor worker waits, the first time it is asked, for its
 # loop to finish chaining the work item (run_in_executor submits, then chains).
 _CHAIN_WAIT_S = 1.0
@@ -44,7 +46,10 @@ def _find_code(outer: CodeType, name: str) -> CodeType:
 
 # run_in_executor wraps the executor's future with asyncio.futures._chain_future,
 # whose done callback _call_set_state closes over the destination loop.
-_CALL_SET_STATE = _find_code(asyncio.futures._chain_future.__code__, "_call_set_state")
+_CALL_SET_STATE = _find_code(
+    asyncio.futures._chain_future.__code__,  # type: ignore[attr-defined]
+    "_call_set_state",
+)
 _WORK_ITEM_RUN = _cf_thread._WorkItem.run.__code__
 
 
@@ -62,7 +67,9 @@ class AsyncioToken(Token):
     def run_sync_soon_threadsafe(self, fn: Callable[..., object], *args: Any) -> None:
         loop = self._loop
         if not loop.is_running():
-            raise RunFinishedError(f"the asyncio loop {loop!r} is not running; nothing would run the callback.")
+            raise RunFinishedError(
+                f"the asyncio loop {loop!r} is not running; nothing would run the callback."
+            )
         try:
             loop.call_soon_threadsafe(fn, *args)
         except RuntimeError as exc:  # closed meanwhile
@@ -109,18 +116,20 @@ class AsyncioAdapter(RuntimeAdapter):
         thread = threading.current_thread()
         if getattr(thread, "_target", None) is not _cf_thread._worker:
             return None
-        if self._cache.worker is not None:
-            return self._cache.worker
+        cache = self._cache
+        if cache.worker is not None:
+            return cache.worker
         executor = thread._args[0]()  # type: ignore[attr-defined]
-        default = executor is not None and str(executor._thread_name_prefix).startswith(
-            _DEFAULT_EXECUTOR_PREFIXES
-        )
-        loop = _owner_loop(wait=default)
+        prefix = str(getattr(executor, "_thread_name_prefix", ""))
+        if not prefix.startswith(_DEFAULT_EXECUTOR_PREFIXES):
+            # Some pool's thread: a worker, but its owner is not known (the pool
+            # may serve many loops, or none).
+            return _POOL_WORKER
+        loop = _owner_loop()
         if loop is None:
-            return None  # a thread pool not driven by asyncio: plain
-        if not default:
-            return worker_context("asyncio", None)  # a user's executor: owner not ours to claim
-        self._cache.worker = ctx = worker_context("asyncio", AsyncioToken(loop))
+            return _POOL_WORKER  # a loop's default executor used directly: owner unknown
+        # A default executor serves its loop for life: cache for the thread.
+        cache.worker = ctx = worker_context("asyncio", AsyncioToken(loop))
         return ctx
 
     def run(
@@ -149,12 +158,12 @@ class AsyncioAdapter(RuntimeAdapter):
         return AsyncioToken(native)
 
 
-def _owner_loop(*, wait: bool) -> asyncio.AbstractEventLoop | None:
+def _owner_loop() -> asyncio.AbstractEventLoop | None:
     """The loop awaiting the work item this pool thread runs, if any.
 
     ``run_in_executor`` submits the call and then chains the executor's future
     to an asyncio future; the chain's callback names the loop. The worker may
-    start before the chain exists; with ``wait`` it waits (bounded) for it.
+    start before the chain exists (a new thread often does): wait, bounded, for it.
     """
     frame: FrameType | None = sys._getframe(1)
     while frame is not None and frame.f_code is not _WORK_ITEM_RUN:
@@ -170,7 +179,7 @@ def _owner_loop(*, wait: bool) -> asyncio.AbstractEventLoop | None:
                 cells = dict(zip(code.co_freevars, callback.__closure__, strict=True))
                 loop: asyncio.AbstractEventLoop | None = cells["dest_loop"].cell_contents
                 return loop
-        if not wait or time.monotonic() > deadline:
+        if time.monotonic() > deadline:
             return None
         time.sleep(0.0005)
 

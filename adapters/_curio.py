@@ -44,7 +44,7 @@ def _kernel_closure(kernel: curio.Kernel, trap: str, name: str) -> Any:
 class CurioToken(Token):
     """Schedules callbacks onto one curio kernel through a service task."""
 
-    __slots__ = ("_kernel", "_lock", "_queue", "_wakeup", "_closed", "__weakref__")
+    __slots__ = ("__weakref__", "_closed", "_kernel", "_lock", "_queue", "_wakeup")
     runtime = "curio"
 
     def __init__(self, kernel: curio.Kernel) -> None:
@@ -83,12 +83,25 @@ class CurioToken(Token):
             self._drain()  # what was queued before the close still runs, once
 
     def _drain(self) -> None:
-        while self._queue:
-            fn, args = self._queue.popleft()
-            try:
-                fn(*args)
-            except Exception:
-                _log.exception("callback %r scheduled through a curio token failed", fn)
+        # The callbacks run inside this service task, but for their code they
+        # are callbacks of the loop: detection says so.
+        _in_callback.flag = True
+        try:
+            while self._queue:
+                fn, args = self._queue.popleft()
+                try:
+                    fn(*args)
+                except Exception:
+                    _log.exception("callback %r scheduled through a curio token failed", fn)
+        finally:
+            _in_callback.flag = False
+
+
+class _CallbackFlag(threading.local):
+    flag = False
+
+
+_in_callback = _CallbackFlag()
 
 
 def kernel_token(kernel: curio.Kernel) -> CurioToken:
@@ -106,7 +119,8 @@ async def _current_kernel_token() -> CurioToken:
 
 class _KernelCache(threading.local):
     kernel: object = None
-    ctx: Context | None = None
+    in_task: Context | None = None
+    in_callback: Context | None = None
 
 
 class CurioAdapter(RuntimeAdapter):
@@ -125,18 +139,19 @@ class CurioAdapter(RuntimeAdapter):
         kernel = _meta._locals.kernel
         cache = self._cache
         if cache.kernel is not kernel:
-            cache.ctx = Context(
-                runtime="curio",
-                role="event_loop",
-                hosted=kernel in HOSTED_LOOPS,
-                # curio has no loop callbacks: sync code on the kernel thread
-                # runs inside a task's step.
-                in_task=True,
-                token=kernel_token(kernel),
-                can_block=False,
-            )
+            common: dict[str, Any] = {
+                "runtime": "curio",
+                "role": "event_loop",
+                "hosted": kernel in HOSTED_LOOPS,
+                "token": kernel_token(kernel),
+                "can_block": False,
+            }
+            # curio itself has no loop callbacks (sync code on the kernel thread
+            # runs in a task's step); callbacks sent through a token are ours.
+            cache.in_task = Context(in_task=True, **common)
+            cache.in_callback = Context(in_task=False, **common)
             cache.kernel = kernel
-        return cache.ctx
+        return cache.in_callback if _in_callback.flag else cache.in_task
 
     def detect_worker(self) -> Context | None:
         async_thread = getattr(_curio_thread._locals, "thread", None)

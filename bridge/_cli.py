@@ -57,7 +57,7 @@ def _smoke(run: Callable[[], object]) -> tuple[float | None, str | None]:
 
 
 def _runtime_report(name: str) -> RuntimeReport:
-    error = unavailable_reason(name)
+    error: BridgeError | None = unavailable_reason(name)
     if error is None:
         try:
             adapter = get(name)

@@ -30,7 +30,13 @@ from ._registry import adapter_if_imported
 
 __all__ = (
     "HOSTED_LOOPS",
-    "PLAIN", "Context", "Role", "Token", "current_context", "current_runtime")
+    "PLAIN",
+    "Context",
+    "Role",
+    "Token",
+    "current_context",
+    "current_runtime",
+)
 
 Role = Literal["event_loop", "worker", "plain"]
 

@@ -93,7 +93,11 @@ class BlockingInLoopError(ContextPanic):
         "runs, and if the work needs this loop it can never finish."
     )
     fixes = (
-        Fix("result = bridge.block_on(fetch())", "result = await fetch()", "when the caller can be async"),
+        Fix(
+            "result = bridge.block_on(fetch())",
+            "result = await fetch()",
+            "when the caller can be async",
+        ),
         Fix(
             "await something_that_blocks_on()",
             "await bridge.spawn_blocking(something_that_blocks_on)",
@@ -175,7 +179,9 @@ class PetClosedError(BridgeError):
     why = "A closed pet executor runs nothing more; the call never started."
     fixes = (
         Fix("pet.close(); pet.call(work)", "with PetExecutor() as pet: pet.call(work)"),
-        Fix("old_pet.call(work)", "bridge.pet().call(work)  # the shared pet, re-created on demand"),
+        Fix(
+            "old_pet.call(work)", "bridge.pet().call(work)  # the shared pet, re-created on demand"
+        ),
     )
 
 
@@ -186,7 +192,10 @@ class RunFinishedError(BridgeError):
         "runner is paused between two calls); work queued there would never run."
     )
     fixes = (
-        Fix("token.run_sync_soon_threadsafe(cb)  # after the run", "keep the run going, or target a pet"),
+        Fix(
+            "token.run_sync_soon_threadsafe(cb)  # after the run",
+            "keep the run going, or target a pet",
+        ),
     )
 
 
@@ -220,7 +229,9 @@ _ALL: tuple[type[BridgeError], ...] = (
 )
 
 _LONG: dict[str, str] = {
-    "BRG000": "The root of the family; catch it to catch every error the library raises on purpose.",
+    "BRG000": (
+        "The root of the family; catch it to catch every error the library raises on purpose."
+    ),
     "BRG010": (
         "The family of 'called from the wrong place' errors. Each member has its own "
         "code; all are RuntimeErrors too, so existing `except RuntimeError` code keeps "
@@ -285,7 +296,9 @@ _LONG: dict[str, str] = {
 }
 
 #: code -> (class name, long explanation)
-EXPLANATIONS: dict[str, tuple[str, str]] = {cls.code: (cls.__name__, _LONG[cls.code]) for cls in _ALL}
+EXPLANATIONS: dict[str, tuple[str, str]] = {
+    cls.code: (cls.__name__, _LONG[cls.code]) for cls in _ALL
+}
 
 
 def explain(code: str) -> str:

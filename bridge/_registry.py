@@ -154,7 +154,9 @@ def get(name: str) -> RuntimeAdapter:
             except ImportError as exc:
                 raise RuntimeUnavailableError(
                     f"runtime {name!r} failed to import: {exc}.",
-                    fixes=(Fix(f"import {name}  # fails", f"pip install --force-reinstall {name}"),),
+                    fixes=(
+                        Fix(f"import {name}  # fails", f"pip install --force-reinstall {name}"),
+                    ),
                 ) from exc
             _adapters[name] = module.Adapter()
     return _adapters[name]
