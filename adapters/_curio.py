@@ -134,9 +134,12 @@ class CurioAdapter(RuntimeAdapter):
         return _dist_version("curio")
 
     def detect_loop(self) -> Context | None:
-        if not getattr(_meta._locals, "running", False):
+        # A threading.local's __dict__ is this thread's: no AttributeError cost.
+        kernel = (
+            _meta._locals.__dict__.get("kernel") if _meta._locals.__dict__.get("running") else None
+        )
+        if kernel is None:
             return None
-        kernel = _meta._locals.kernel
         cache = self._cache
         if cache.kernel is not kernel:
             common: dict[str, Any] = {
@@ -154,7 +157,7 @@ class CurioAdapter(RuntimeAdapter):
         return cache.in_callback if _in_callback.flag else cache.in_task
 
     def detect_worker(self) -> Context | None:
-        async_thread = getattr(_curio_thread._locals, "thread", None)
+        async_thread = _curio_thread._locals.__dict__.get("thread")
         if async_thread is not None:
             # An async thread can run coroutines in its backing task (AWAIT):
             # that is where its kernel's token is found, once per thread.

@@ -21,6 +21,7 @@ T = TypeVar("T")
 # run_sync_soon callbacks run inside this system task: they are callbacks of
 # the loop, not code of a task that may await.
 _ENTRY_TASK_CODE = EntryQueue.task.__code__
+_RUN_STATE = GLOBAL_RUN_CONTEXT
 
 
 class TrioToken(Token):
@@ -58,11 +59,13 @@ class TrioAdapter(RuntimeAdapter):
         return _dist_version("trio")
 
     def detect_loop(self) -> Context | None:
-        run = GLOBAL_RUN_CONTEXT
-        runner = getattr(run, "runner", None)
+        # A threading.local's __dict__ is this thread's: reading it costs no
+        # AttributeError when the attribute is unset (most threads).
+        run = _RUN_STATE.__dict__
+        runner = run.get("runner")
         if runner is None:
             return None
-        task = getattr(run, "task", None)
+        task = run.get("task")
         if task is None and runner.is_guest:
             return None  # the host loop's own code, between two guest ticks
         cache = self._cache
@@ -83,7 +86,7 @@ class TrioAdapter(RuntimeAdapter):
         return cache.in_task
 
     def detect_worker(self) -> Context | None:
-        token = getattr(PARENT_TASK_DATA, "token", None)
+        token = PARENT_TASK_DATA.__dict__.get("token")
         if token is None:
             return None
         return worker_context("trio", TrioToken(token))

@@ -19,6 +19,7 @@ any thread. Tokens of the same run compare equal, whichever thread made them.
 
 from __future__ import annotations
 
+import functools
 import sys
 import weakref
 from abc import ABC, abstractmethod
@@ -114,22 +115,49 @@ HOSTED_LOOPS: weakref.WeakSet[object] = weakref.WeakSet()
 # lives inside an asyncio loop), curio, and asyncio last.
 _ORDER: tuple[str, ...] = ("pet_executor", "trio", "curio", "asyncio")
 
+_Detector = Callable[[], "Context | None"]
+
+
+class _Detectors:
+    """The detection functions of the runtimes imported so far.
+
+    Rebuilt when the number of imported modules changes (a cheap sign that a
+    runtime may have been imported since), so a call pays no lookups for
+    runtimes that cannot be running.
+    """
+
+    modules_seen = -1
+    loops: tuple[_Detector, ...] = ()
+    workers: tuple[_Detector, ...] = ()
+
+    def refresh(self) -> None:
+        modules = sys.modules
+        self.modules_seen = len(modules)
+        adapters = [a for n in _ORDER if n in modules and (a := adapter_if_imported(n)) is not None]
+        workers = [a.detect_worker for a in adapters]
+        if "anyio" in modules:
+            workers.append(_anyio_worker)
+        self.loops = tuple(a.detect_loop for a in adapters)
+        self.workers = tuple(workers)
+
+
+_detectors = _Detectors()
+
 
 def current_context() -> Context:
     """Return a snapshot of what is running on this thread. Cheap: cached per
     run and per task kind; safe to call on every bridge call."""
-    modules = sys.modules
-    adapters = [a for n in _ORDER if n in modules and (a := adapter_if_imported(n)) is not None]
-    for adapter in adapters:
-        ctx = adapter.detect_loop()
+    detectors = _detectors
+    if len(sys.modules) != detectors.modules_seen:
+        detectors.refresh()
+    for detect in detectors.loops:
+        ctx = detect()
         if ctx is not None:
             return ctx
-    for adapter in adapters:
-        ctx = adapter.detect_worker()
+    for detect in detectors.workers:
+        ctx = detect()
         if ctx is not None:
             return ctx
-    if "anyio" in modules:
-        return _anyio_worker() or PLAIN
     return PLAIN
 
 
@@ -141,11 +169,7 @@ def current_runtime() -> str | None:
 def _anyio_worker() -> Context | None:
     # anyio's worker threads record their owner in a thread-local (anyio 4):
     # an EventLoopToken whose backend names the runtime.
-    try:
-        from anyio._core._eventloop import threadlocals
-    except ImportError:  # pragma: no cover - an anyio without it
-        return None
-    token = getattr(threadlocals, "current_token", None)
+    token = getattr(_anyio_threadlocals(), "current_token", None)
     if token is None:
         return None
     name = token.backend_class.__name__.removesuffix("Backend").lower()
@@ -153,6 +177,15 @@ def _anyio_worker() -> Context | None:
     if adapter is None:  # pragma: no cover - anyio running a runtime we lack
         return None
     return worker_context(adapter.name, adapter.token_for(token.native_token))
+
+
+@functools.cache
+def _anyio_threadlocals() -> object:
+    try:
+        from anyio._core._eventloop import threadlocals
+    except ImportError:  # pragma: no cover - an anyio without it
+        return None
+    return threadlocals
 
 
 def worker_context(runtime: str, token: Token | None) -> Context:
