@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
+import contextvars
 import platform
 import sys
 import threading
@@ -17,7 +20,8 @@ from typing import Any, TypeVar
 
 from bridge._context import HOSTED_LOOPS, Context, Token, worker_context
 from bridge._errors import RunFinishedError
-from bridge._registry import RuntimeAdapter
+from bridge._registry import Runner, RuntimeAdapter
+from bridge._work import InContext, WorkFuture
 
 T = TypeVar("T")
 
@@ -25,6 +29,9 @@ T = TypeVar("T")
 async def _as_coroutine(async_fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
     return await async_fn(*args)
 
+
+# Python 3.11+ runs a task in a given context (so changes land in it).
+_TASK_TAKES_CONTEXT = sys.version_info >= (3, 11)
 
 # The default executor of an asyncio loop names its threads "asyncio_N", and
 # uvloop's "uvloop_N"; a user's own executor (even if set as the default) does not.
@@ -154,8 +161,130 @@ class AsyncioAdapter(RuntimeAdapter):
             finally:
                 loop.close()
 
+    def spawn_work(
+        self,
+        token: Token,
+        work: Callable[[], Awaitable[T]],
+        context: contextvars.Context,
+        future: WorkFuture[T],
+    ) -> None:
+        loop: asyncio.AbstractEventLoop = token.native  # type: ignore[assignment]
+        task: asyncio.Task[T]
+        if _TASK_TAKES_CONTEXT:
+            task = loop.create_task(work(), context=context)  # type: ignore[arg-type,call-arg,unused-ignore]
+        else:  # Python 3.10: a task copies the context; run each step in ours
+            coro = InContext(work(), context)  # type: ignore[arg-type]
+            task = loop.create_task(_as_coroutine(lambda: coro, ()))
+        future.start(token, task.cancel)
+        task.add_done_callback(lambda t: _deliver(t, future))
+
+    async def await_future(self, future: concurrent.futures.Future[T]) -> T:
+        waiter = asyncio.wrap_future(future)
+        try:
+            return await asyncio.shield(waiter)
+        except asyncio.CancelledError:
+            # Ask the work to stop, and wait until it has: its cleanup runs
+            # before this task finishes cancelling.
+            future.cancel()
+            while not waiter.done():
+                try:
+                    await asyncio.shield(waiter)
+                except asyncio.CancelledError:
+                    continue
+                except BaseException:
+                    break
+            raise
+
+    def new_runner(self, **options: Any) -> Runner:
+        return AsyncioRunner(**options)
+
     def token_for(self, native: Any) -> Token:
         return AsyncioToken(native)
+
+
+def _deliver(task: asyncio.Task[T], future: WorkFuture[T]) -> None:
+    if task.cancelled():
+        future.deliver_cancelled("an asyncio task")
+        return
+    error = task.exception()
+    if error is not None:
+        future.deliver_error(error)
+    else:
+        future.deliver_value(task.result())
+
+
+class AsyncioRunner(Runner):
+    """An asyncio loop kept on one thread between calls (``asyncio.Runner``'s
+    idea, with the loop made by an explicit factory, never the policy)."""
+
+    def __init__(
+        self,
+        *,
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+        debug: bool | None = None,
+    ) -> None:
+        self._loop = (loop_factory or asyncio.new_event_loop)()
+        if debug is not None:
+            self._loop.set_debug(debug)
+        self._token = AsyncioToken(self._loop)
+
+    @property
+    def token(self) -> Token:
+        return self._token
+
+    def drive(
+        self,
+        start: Callable[[], None] | None,
+        until: WorkFuture[Any],
+        deadline: float | None,
+        cleanup_s: float,
+    ) -> None:
+        loop = self._loop
+        armed = True
+        here = threading.get_ident()
+        timer: asyncio.TimerHandle | None = None
+
+        def stop() -> None:
+            # Only ever stop the drive that armed it, while it runs: a stale
+            # stop() would end the next call's run at once.
+            if armed and loop.is_running():
+                loop.stop()
+
+        def on_done(_: object) -> None:
+            if threading.get_ident() == here:
+                stop()
+                return
+            with contextlib.suppress(RuntimeError):  # closed since
+                loop.call_soon_threadsafe(stop)
+
+        def on_deadline() -> None:
+            nonlocal timer
+            until.cancel()
+            timer = loop.call_later(cleanup_s, stop)
+
+        if start is not None:
+            start()
+        until.add_done_callback(on_done)
+        if deadline is not None:
+            timer = loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()), on_deadline)
+        try:
+            if not until.done():
+                loop.run_forever()
+        finally:
+            armed = False
+            if timer is not None:
+                timer.cancel()
+
+    def close(self) -> None:
+        loop = self._loop
+        if loop.is_closed():
+            return
+        try:
+            asyncio.runners._cancel_all_tasks(loop)  # type: ignore[attr-defined]
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
 
 
 def _owner_loop() -> asyncio.AbstractEventLoop | None:

@@ -11,8 +11,12 @@ so the kernel internals used here (the trap table's closures) are fixed.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import contextvars
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
@@ -27,7 +31,8 @@ from curio.workers import ThreadWorker
 
 from bridge._context import HOSTED_LOOPS, Context, Token, worker_context
 from bridge._errors import RunFinishedError
-from bridge._registry import RuntimeAdapter
+from bridge._registry import Runner, RuntimeAdapter
+from bridge._work import InContext, WorkFuture
 
 T = TypeVar("T")
 
@@ -44,7 +49,7 @@ def _kernel_closure(kernel: curio.Kernel, trap: str, name: str) -> Any:
 class CurioToken(Token):
     """Schedules callbacks onto one curio kernel through a service task."""
 
-    __slots__ = ("__weakref__", "_closed", "_kernel", "_lock", "_queue", "_wakeup")
+    __slots__ = ("__weakref__", "_closed", "_kernel", "_lock", "_queue", "_wakeup", "paused")
     runtime = "curio"
 
     def __init__(self, kernel: curio.Kernel) -> None:
@@ -54,6 +59,8 @@ class CurioToken(Token):
         self._queue: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
         self._wakeup: Future[None] = Future()
         self._closed = False
+        #: Set by a runner between two calls: nothing drives the kernel then.
+        self.paused = False
         new_task = _kernel_closure(kernel, "trap_spawn", "new_task")
         task = new_task(self._serve())
         task.daemon = True
@@ -66,6 +73,11 @@ class CurioToken(Token):
         with self._lock:
             if self._closed:
                 raise RunFinishedError("the curio kernel this token belongs to has shut down.")
+            if self.paused:
+                raise RunFinishedError(
+                    "the curio kernel this token belongs to is paused between two calls "
+                    "of its runner; nothing would run the callback."
+                )
             self._queue.append((fn, args))
             if not self._wakeup.done():
                 self._wakeup.set_result(None)
@@ -115,6 +127,72 @@ def kernel_token(kernel: curio.Kernel) -> CurioToken:
 
 async def _current_kernel_token() -> CurioToken:
     return kernel_token(await _get_kernel())
+
+
+async def _run_work(
+    work: Callable[[], Awaitable[T]], context: contextvars.Context, future: WorkFuture[T]
+) -> None:
+    # curio tasks have no context of their own: InContext runs every step of
+    # the work in the caller's copied context.
+    try:
+        value: T = await InContext(work(), context)  # type: ignore[arg-type]
+    except curio.TaskCancelled:
+        future.deliver_cancelled("a curio task")
+    except BaseException as error:
+        future.deliver_error(error)
+    else:
+        future.deliver_value(value)
+
+
+class CurioRunner(Runner):
+    """A curio kernel kept on one thread between calls."""
+
+    def __init__(self, **options: Any) -> None:
+        self._kernel = curio.Kernel(**options)
+        self._token: CurioToken | None = None
+
+    @property
+    def token(self) -> Token:
+        if self._token is None:
+            # The kernel's token is made inside the kernel, on first use.
+            self._token = self._kernel.run(_current_kernel_token)
+            self._token.paused = True
+        return self._token
+
+    def drive(
+        self,
+        start: Callable[[], None] | None,
+        until: WorkFuture[Any],
+        deadline: float | None,
+        cleanup_s: float,
+    ) -> None:
+        token = self.token
+        assert isinstance(token, CurioToken)
+
+        async def main() -> None:
+            if start is not None:
+                start()
+            if deadline is None:
+                await _future_wait(until)
+                return
+            try:
+                remaining = max(0.0, deadline - time.monotonic())
+                await curio.timeout_after(remaining, _future_wait(until))
+            except curio.TaskTimeout:
+                until.cancel()
+                with contextlib.suppress(curio.TaskTimeout):
+                    await curio.timeout_after(cleanup_s, _future_wait(until))
+
+        token.paused = False
+        try:
+            self._kernel.run(main)
+        finally:
+            token.paused = True
+
+    def close(self) -> None:
+        if self._token is not None:
+            self._token.paused = False
+        self._kernel.run(shutdown=True)
 
 
 class _KernelCache(threading.local):
@@ -175,6 +253,35 @@ class CurioAdapter(RuntimeAdapter):
     def run(self, async_fn: Callable[..., Awaitable[T]], *args: Any, **options: Any) -> T:
         result: T = curio.run(async_fn, *args, **options)
         return result
+
+    def spawn_work(
+        self,
+        token: Token,
+        work: Callable[[], Awaitable[T]],
+        context: contextvars.Context,
+        future: WorkFuture[T],
+    ) -> None:
+        kernel: Any = token.native
+        new_task = _kernel_closure(kernel, "trap_spawn", "new_task")
+        cancel_task = kernel._traps["trap_cancel_task"]
+        task = new_task(_run_work(work, context, future))
+        task.daemon = True
+        future.start(token, lambda: cancel_task(task))
+
+    async def await_future(self, future: concurrent.futures.Future[T]) -> T:
+        try:
+            await _future_wait(future)
+        except curio.CancelledError:
+            # Ask the work to stop, and wait (uncancellable) until it has.
+            future.cancel()
+            async with curio.disable_cancellation():
+                await _future_wait(future)
+            if future.cancelled():
+                raise
+        return future.result()
+
+    def new_runner(self, **options: Any) -> Runner:
+        return CurioRunner(**options)
 
     def token_for(self, native: Any) -> Token:
         return kernel_token(native)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import contextvars
 import threading
 from collections.abc import Awaitable, Callable
 from importlib.metadata import version as _dist_version
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
+import outcome
 import trio
 from trio._core._entry_queue import EntryQueue
 from trio._core._run_context import GLOBAL_RUN_CONTEXT
@@ -15,6 +19,7 @@ from trio._threads import PARENT_TASK_DATA
 from bridge._context import HOSTED_LOOPS, Context, Token, worker_context
 from bridge._errors import RunFinishedError
 from bridge._registry import RuntimeAdapter
+from bridge._work import WorkFuture
 
 T = TypeVar("T")
 
@@ -40,6 +45,24 @@ class TrioToken(Token):
             self._token.run_sync_soon(fn, *args)
         except trio.RunFinishedError:
             raise RunFinishedError("the trio run this token belongs to has finished.") from None
+
+
+async def _run_work(token: Token, work: Callable[[], Awaitable[T]], future: WorkFuture[T]) -> None:
+    # A system task: anything escaping it would crash the run, so every end
+    # is delivered to the future instead.
+    try:
+        with trio.CancelScope() as scope:
+            future.start(token, scope.cancel)
+            future.deliver_value(await work())
+    except trio.Cancelled:
+        # Cancelled from outside our scope: the run itself is ending.
+        future.deliver_error(RunFinishedError("the trio run ended while the work was running."))
+        raise
+    except BaseException as error:
+        future.deliver_error(error)
+    else:
+        if scope.cancelled_caught:
+            future.deliver_cancelled("a trio task")
 
 
 class _RunCache(threading.local):
@@ -94,6 +117,44 @@ class TrioAdapter(RuntimeAdapter):
     def run(self, async_fn: Callable[..., Awaitable[T]], *args: Any, **options: Any) -> T:
         result: T = trio.run(async_fn, *args, **options)
         return result
+
+    def spawn_work(
+        self,
+        token: Token,
+        work: Callable[[], Awaitable[T]],
+        context: contextvars.Context,
+        future: WorkFuture[T],
+    ) -> None:
+        trio.lowlevel.spawn_system_task(_run_work, token, work, future, context=context)
+
+    async def await_future(self, future: concurrent.futures.Future[T]) -> T:
+        task = trio.lowlevel.current_task()
+        token = trio.lowlevel.current_trio_token()
+        raise_cancel: Callable[[], NoReturn] | None = None
+
+        def resume() -> None:
+            if future.cancelled() and raise_cancel is not None:
+                trio.lowlevel.reschedule(task, outcome.capture(raise_cancel))
+            else:
+                trio.lowlevel.reschedule(task)
+
+        def on_done(_: object) -> None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(resume)
+
+        def abort(cancel: Callable[[], NoReturn]) -> trio.lowlevel.Abort:
+            # Ask the work to stop and keep waiting: resume() runs once it has.
+            nonlocal raise_cancel
+            raise_cancel = cancel
+            future.cancel()
+            return trio.lowlevel.Abort.FAILED
+
+        future.add_done_callback(on_done)
+        await trio.lowlevel.wait_task_rescheduled(abort)
+        return future.result()
+
+    def new_runner(self, **options: Any) -> None:
+        return None  # a trio run cannot be resumed: trio work goes to its pet
 
     def token_for(self, native: Any) -> Token:
         return TrioToken(native)

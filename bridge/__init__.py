@@ -3,6 +3,8 @@ asyncio (and uvloop), trio, curio and pet_executor."""
 
 from __future__ import annotations
 
+from ._block_on import block_on as block_on
+from ._config import configure as configure
 from ._context import Context as Context
 from ._context import Token as Token
 from ._context import current_context as current_context
@@ -18,6 +20,8 @@ from ._errors import PetClosedError as PetClosedError
 from ._errors import RunFinishedError as RunFinishedError
 from ._errors import RuntimeUnavailableError as RuntimeUnavailableError
 from ._errors import WrongRuntimeError as WrongRuntimeError
+from ._pets import pet as pet
+from ._runners import close_thread_runners as close_thread_runners
 
 __all__ = (
     "BlockingInLoopError",
@@ -33,8 +37,12 @@ __all__ = (
     "RuntimeUnavailableError",
     "Token",
     "WrongRuntimeError",
+    "block_on",
+    "close_thread_runners",
+    "configure",
     "current_context",
     "current_runtime",
+    "pet",
 )
 
 # Public objects show their public path in tracebacks and docs.

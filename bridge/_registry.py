@@ -9,6 +9,8 @@ layer 1 (it imports no runtime); it finds the per-runtime modules by name, so
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextvars
 import importlib
 import importlib.util
 import sys
@@ -21,12 +23,14 @@ from ._errors import Fix, RuntimeUnavailableError
 
 if TYPE_CHECKING:
     from ._context import Context, Token
+    from ._work import WorkFuture
 
 T = TypeVar("T")
 
 __all__ = (
     "RUNTIMES",
     "RuntimeAdapter",
+    "Runner",
     "adapter_if_imported",
     "available",
     "get",
@@ -82,9 +86,65 @@ class RuntimeAdapter(ABC):
         to completion, and return its result (the runtime's own ``run``)."""
 
     @abstractmethod
+    def spawn_work(
+        self,
+        token: Token,
+        work: Callable[[], Awaitable[T]],
+        context: contextvars.Context,
+        future: WorkFuture[T],
+    ) -> None:
+        """On the thread of ``token``'s run (in a callback or task of it, or
+        before a runner drives it): start ``work()`` as a task whose steps run
+        in ``context``; call ``future.start(token, canceller)`` with a function
+        that cancels the task (on the run's thread), and report the task's end
+        through ``future.deliver_*`` on the run's thread."""
+
+    @abstractmethod
+    async def await_future(self, future: concurrent.futures.Future[T]) -> T:
+        """Await a ``concurrent.futures.Future`` in a task of this runtime. If
+        the awaiting task is cancelled, ``future.cancel()`` is requested and
+        the wait goes on until the future is done (its cleanup ran); then the
+        task sees its own runtime's cancellation (or the result, if the work
+        finished anyway: nothing is dropped)."""
+
+    @abstractmethod
+    def new_runner(self, **options: Any) -> Runner | None:
+        """A run that this thread can drive again and again (a loop or kernel
+        kept between calls, like ``asyncio.Runner``), or None when the runtime
+        cannot resume a run (trio)."""
+
+    @abstractmethod
     def token_for(self, native: Any) -> Token:
         """Our token for the runtime's own handle on a run (an asyncio loop, a
         ``TrioToken``, ...), as other libraries (anyio) hand them out."""
+
+
+class Runner(ABC):
+    """A run of one runtime kept on one thread between calls."""
+
+    @property
+    @abstractmethod
+    def token(self) -> Token:
+        """The run's token; between two calls it refuses work
+        (:class:`~bridge.RunFinishedError`), as the run is paused."""
+
+    @abstractmethod
+    def drive(
+        self,
+        start: Callable[[], None] | None,
+        until: WorkFuture[Any],
+        deadline: float | None,
+        cleanup_s: float,
+    ) -> None:
+        """Call ``start()`` (which spawns work on this run), then run the loop
+        on this thread until ``until`` is done. At ``deadline``
+        (``time.monotonic()``), cancel ``until`` and keep driving for up to
+        ``cleanup_s`` more seconds while its cleanup runs. Tasks still pending
+        when this returns stay pending until the next call."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Cancel what is left, let its cleanup run, and release the loop."""
 
 
 _lock = threading.Lock()
@@ -170,4 +230,7 @@ def adapter_if_imported(name: str) -> RuntimeAdapter | None:
         return adapter
     if name not in sys.modules or unavailable_reason(name) is not None:
         return None
-    return get(name)
+    try:
+        return get(name)
+    except RuntimeUnavailableError:  # a broken install: detection never raises
+        return None

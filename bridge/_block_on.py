@@ -1,0 +1,266 @@
+"""Sync calls async: ``block_on`` and the blocking wait every blocking entry
+point shares (``PetExecutor.call``, ...).
+
+Where the work runs depends on where the caller is (docs/where.md):
+
+- a plain thread: on this thread, on a runner cached per thread and per
+  runtime (trio cannot resume a run: its work goes to the shared trio pet);
+- a worker whose owner is known: back on the owner's loop; a worker whose
+  owner is unknown, or work for another runtime: on that runtime's shared pet;
+- an event-loop thread: refused with ``BlockingInLoopError`` (a portal or the
+  ``offload`` policy lifts that; see bridge.configure).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import contextvars
+import signal
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar, overload
+
+from ._config import settings
+from ._context import Context, Token, current_context
+from ._errors import BlockingInLoopError, Fix
+from ._registry import RuntimeAdapter, get
+from ._runners import discard_thread_runner, thread_runner
+from ._work import WorkFuture, as_async_callable, describe
+from ._work import copy_back as copy_context_back
+
+T = TypeVar("T")
+
+__all__ = ("block_on", "submit_to", "wait_blocking")
+
+#: How long a timed-out or interrupted call waits for the work's cleanup.
+CLEANUP_TIMEOUT_S = 5.0
+
+
+@overload
+def block_on(
+    awaitable: Awaitable[T],
+    /,
+    *,
+    runtime: str | None = ...,
+    timeout: float | None = ...,
+    copy_back: bool = ...,
+) -> T: ...
+@overload
+def block_on(
+    async_fn: Callable[..., Awaitable[T]],
+    /,
+    *args: Any,
+    runtime: str | None = ...,
+    timeout: float | None = ...,
+    copy_back: bool = ...,
+) -> T: ...
+def block_on(
+    awaitable_or_async_fn: Awaitable[T] | Callable[..., Awaitable[T]],
+    /,
+    *args: Any,
+    runtime: str | None = None,
+    timeout: float | None = None,
+    copy_back: bool = False,
+) -> T:
+    """Run async work from sync code and return its result.
+
+    Accepts an awaitable, or an async function and its arguments. Where the
+    work runs depends on where this is called (see the module docstring and
+    docs/where.md). ``timeout`` cancels the work, waits (bounded) for its
+    cleanup, then raises ``TimeoutError``. The caller's contextvars are copied
+    into the work; the work's changes come back only with ``copy_back=True``.
+    """
+    work = as_async_callable(awaitable_or_async_fn, args)
+    what = describe(awaitable_or_async_fn)
+    here = current_context()
+    if here.role == "event_loop":
+        _close_unused(awaitable_or_async_fn)
+        raise _blocking_in_loop(here, "bridge.block_on", what)
+    target = runtime or (here.runtime if here.role == "worker" and here.runtime else None)
+    target = target or settings.default_runtime
+    adapter = get(target)
+    context = contextvars.copy_context()
+    try:
+        if here.role == "worker":
+            if here.token is not None and here.token.runtime == target:
+                # Back to the loop that owns this worker: objects bound to it work.
+                return wait_blocking(
+                    lambda: submit_to(here.token, adapter, work, context, what),  # type: ignore[arg-type]
+                    timeout=timeout,
+                    what=what,
+                )
+            return _on_shared_pet(target, work, context, what, timeout)
+        runner = thread_runner(target)
+        if runner is None:  # trio: a run cannot be resumed on this thread
+            return _on_shared_pet(target, work, context, what, timeout)
+        return _drive(target, runner, adapter, work, context, what, timeout)
+    finally:
+        if copy_back:
+            copy_context_back(context)
+
+
+def _close_unused(obj: object) -> None:
+    # A coroutine we refuse to run would warn "never awaited": close it.
+    close = getattr(obj, "close", None)
+    if callable(close) and hasattr(obj, "cr_frame"):
+        close()
+
+
+def _on_shared_pet(
+    runtime: str,
+    work: Callable[[], Awaitable[T]],
+    context: contextvars.Context,
+    what: str,
+    timeout: float | None,
+) -> T:
+    from ._pets import pet
+
+    shared = pet(runtime)
+    return wait_blocking(
+        lambda: shared.submit_work(work, context, what), timeout=timeout, what=what
+    )
+
+
+def submit_to(
+    token: Token,
+    adapter: RuntimeAdapter,
+    work: Callable[[], Awaitable[T]],
+    context: contextvars.Context,
+    label: str,
+) -> WorkFuture[T]:
+    """Start ``work`` as a task of ``token``'s run, from any thread."""
+    future: WorkFuture[T] = WorkFuture(label)
+
+    def start() -> None:
+        if future.set_running_or_notify_cancel():
+            try:
+                adapter.spawn_work(token, work, context, future)
+            except BaseException as exc:
+                future.deliver_error(exc)
+
+    token.run_sync_soon_threadsafe(start)
+    return future
+
+
+def _blocking_in_loop(here: Context, api: str, what: str) -> BlockingInLoopError:
+    where = f"{here.runtime}'s event loop" + (
+        " (in a task)" if here.in_task else " (in a loop callback)"
+    )
+    return BlockingInLoopError(
+        f"{api}({what}) was called on a thread that is running {where}, "
+        f"in code without a greenlet portal.",
+        fixes=(
+            Fix(f"{api}({what}(...))", f"await {what}(...)", "when the caller can be async"),
+            Fix(
+                "sync_caller()  # which calls block_on",
+                "await bridge.spawn_blocking(sync_caller)",
+                "run the sync caller on a worker thread",
+            ),
+            Fix(
+                f"{api}({what}(...))  # deep in sync code called from a task",
+                "await bridge.ensure_portal()  # once, early in the task",
+                "give the task a portal, so sync code may re-enter the loop",
+            ),
+        ),
+    )
+
+
+def wait_blocking(submit: Callable[[], WorkFuture[T]], *, timeout: float | None, what: str) -> T:
+    """Submit work to a run on another thread and block this thread until it
+    is done. On timeout or Ctrl-C the work is cancelled and its cleanup gets
+    a bounded wait before ``TimeoutError`` / ``KeyboardInterrupt``."""
+    here = current_context()
+    if here.role == "event_loop":
+        raise _blocking_in_loop(here, "a blocking call", what)
+    future = submit()
+    try:
+        return future.result(timeout)
+    except concurrent.futures.TimeoutError:
+        if future.done():  # it finished just as the wait gave up
+            return future.result()
+        raise _timed_out(future, what, timeout) from None
+    except KeyboardInterrupt:
+        future.cancel()
+        _wait_quietly(future, CLEANUP_TIMEOUT_S)
+        raise
+
+
+def _wait_quietly(future: concurrent.futures.Future[Any], timeout: float) -> None:
+    with contextlib.suppress(BaseException):
+        concurrent.futures.wait([future], timeout)
+
+
+def _timed_out(future: WorkFuture[Any], what: str, timeout: float | None) -> TimeoutError:
+    future.cancel()
+    _wait_quietly(future, CLEANUP_TIMEOUT_S)
+    cleanup = "its cleanup ran" if future.done() else "its cleanup is still running"
+    return TimeoutError(
+        f"{what} did not finish within {timeout} s; it was cancelled and {cleanup}."
+    )
+
+
+def _drive(
+    runtime: str,
+    runner: Any,
+    adapter: RuntimeAdapter,
+    work: Callable[[], Awaitable[T]],
+    context: contextvars.Context,
+    what: str,
+    timeout: float | None,
+) -> T:
+    """Run ``work`` on this thread's cached runner of ``runtime``."""
+    token: Token = runner.token
+    future: WorkFuture[T] = WorkFuture(what)
+
+    def start() -> None:
+        future.set_running_or_notify_cancel()
+        adapter.spawn_work(token, work, context, future)
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with _sigint_cancels(future) as interrupted:
+        try:
+            runner.drive(start, future, deadline, CLEANUP_TIMEOUT_S)
+        except KeyboardInterrupt:
+            interrupted.append(True)
+    if interrupted:
+        # A runner that a KeyboardInterrupt went through may be mid-step.
+        discard_thread_runner(runtime)
+        raise KeyboardInterrupt
+    if future.done():
+        if future.cancelled() and deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"{what} did not finish within {timeout} s; it was cancelled and its cleanup ran."
+            )
+        return future.result()
+    raise TimeoutError(
+        f"{what} did not finish within {timeout} s; it was cancelled and its cleanup "
+        f"is still running (it stays pending until the next call on this thread)."
+    )
+
+
+@contextlib.contextmanager
+def _sigint_cancels(future: WorkFuture[Any]) -> Iterator[list[bool]]:
+    """While this thread drives a loop: Ctrl-C cancels the work (a second one
+    interrupts at once). Only on the main thread, and only when SIGINT has
+    its default handler (the rule asyncio.Runner and trio follow)."""
+    interrupted: list[bool] = []
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield interrupted
+        return
+
+    def on_sigint(signum: int, frame: object) -> None:
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted.append(True)
+        future.cancel()
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
