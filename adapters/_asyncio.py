@@ -178,15 +178,17 @@ class AsyncioAdapter(RuntimeAdapter):
         future.start(token, task.cancel)
         task.add_done_callback(lambda t: _deliver(t, future))
 
-    async def await_future(self, future: concurrent.futures.Future[T]) -> T:
+    async def await_future(
+        self, future: concurrent.futures.Future[T], *, abandon_on_cancel: bool = False
+    ) -> T:
         waiter = asyncio.wrap_future(future)
         try:
             return await asyncio.shield(waiter)
         except asyncio.CancelledError:
-            # Ask the work to stop, and wait until it has: its cleanup runs
-            # before this task finishes cancelling.
+            # Ask the work to stop, and (unless abandoning it) wait until it
+            # has: its cleanup runs before this task finishes cancelling.
             future.cancel()
-            while not waiter.done():
+            while not abandon_on_cancel and not waiter.done():
                 try:
                     await asyncio.shield(waiter)
                 except asyncio.CancelledError:
@@ -194,6 +196,9 @@ class AsyncioAdapter(RuntimeAdapter):
                 except BaseException:
                     break
             raise
+
+    def cancel_exception(self) -> BaseException:
+        return asyncio.CancelledError()
 
     def new_runner(self, **options: Any) -> Runner:
         return AsyncioRunner(**options)

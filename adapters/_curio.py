@@ -268,17 +268,24 @@ class CurioAdapter(RuntimeAdapter):
         task.daemon = True
         future.start(token, lambda: cancel_task(task))
 
-    async def await_future(self, future: concurrent.futures.Future[T]) -> T:
+    async def await_future(
+        self, future: concurrent.futures.Future[T], *, abandon_on_cancel: bool = False
+    ) -> T:
         try:
             await _future_wait(future)
         except curio.CancelledError:
-            # Ask the work to stop, and wait (uncancellable) until it has.
+            # Ask the work to stop, and (unless abandoning it) wait,
+            # uncancellable, until it has: its cleanup runs first.
             future.cancel()
-            async with curio.disable_cancellation():
-                await _future_wait(future)
-            if future.cancelled():
-                raise
+            if not abandon_on_cancel:
+                async with curio.disable_cancellation():
+                    await _future_wait(future)
+            raise
         return future.result()
+
+    def cancel_exception(self) -> BaseException:
+        error: BaseException = curio.TaskCancelled()
+        return error
 
     def new_runner(self, **options: Any) -> Runner:
         return CurioRunner(**options)

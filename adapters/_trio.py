@@ -65,6 +65,11 @@ async def _run_work(token: Token, work: Callable[[], Awaitable[T]], future: Work
             future.deliver_cancelled("a trio task")
 
 
+def _leave_worker() -> None:
+    del PARENT_TASK_DATA.token
+    del PARENT_TASK_DATA.abandon_on_cancel
+
+
 class _RunCache(threading.local):
     runner: object = None
     in_task: Context | None = None
@@ -127,12 +132,19 @@ class TrioAdapter(RuntimeAdapter):
     ) -> None:
         trio.lowlevel.spawn_system_task(_run_work, token, work, future, context=context)
 
-    async def await_future(self, future: concurrent.futures.Future[T]) -> T:
+    async def await_future(
+        self, future: concurrent.futures.Future[T], *, abandon_on_cancel: bool = False
+    ) -> T:
         task = trio.lowlevel.current_task()
         token = trio.lowlevel.current_trio_token()
         raise_cancel: Callable[[], NoReturn] | None = None
+        waiting = True  # only touched on the trio thread
 
         def resume() -> None:
+            nonlocal waiting
+            if not waiting:
+                return  # abandoned: the task went on already
+            waiting = False
             if future.cancelled() and raise_cancel is not None:
                 trio.lowlevel.reschedule(task, outcome.capture(raise_cancel))
             else:
@@ -143,15 +155,29 @@ class TrioAdapter(RuntimeAdapter):
                 token.run_sync_soon(resume)
 
         def abort(cancel: Callable[[], NoReturn]) -> trio.lowlevel.Abort:
-            # Ask the work to stop and keep waiting: resume() runs once it has.
-            nonlocal raise_cancel
+            # Ask the work to stop; unless abandoning it, keep waiting:
+            # resume() runs once it has stopped.
+            nonlocal raise_cancel, waiting
             raise_cancel = cancel
             future.cancel()
+            if abandon_on_cancel:
+                waiting = False
+                return trio.lowlevel.Abort.SUCCEEDED
             return trio.lowlevel.Abort.FAILED
 
         future.add_done_callback(on_done)
         await trio.lowlevel.wait_task_rescheduled(abort)
         return future.result()
+
+    def enter_worker(self, token: Token) -> Callable[[], None]:
+        # What trio's own workers carry: trio.from_thread.run finds the run
+        # here, and (abandon_on_cancel) runs the call in a system task.
+        PARENT_TASK_DATA.token = token.native  # type: ignore[assignment]
+        PARENT_TASK_DATA.abandon_on_cancel = True
+        return _leave_worker
+
+    def cancel_exception(self) -> BaseException:
+        return trio.Cancelled._create()
 
     def new_runner(self, **options: Any) -> None:
         return None  # a trio run cannot be resumed: trio work goes to its pet

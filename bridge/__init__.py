@@ -22,10 +22,14 @@ from ._errors import RuntimeUnavailableError as RuntimeUnavailableError
 from ._errors import WrongRuntimeError as WrongRuntimeError
 from ._pets import pet as pet
 from ._runners import close_thread_runners as close_thread_runners
+from ._spawn_blocking import CapacityLimiter as CapacityLimiter
+from ._spawn_blocking import check_cancelled as check_cancelled
+from ._spawn_blocking import spawn_blocking as spawn_blocking
 
 __all__ = (
     "BlockingInLoopError",
     "BridgeError",
+    "CapacityLimiter",
     "Context",
     "ContextPanic",
     "DeadlockError",
@@ -38,11 +42,13 @@ __all__ = (
     "Token",
     "WrongRuntimeError",
     "block_on",
+    "check_cancelled",
     "close_thread_runners",
     "configure",
     "current_context",
     "current_runtime",
     "pet",
+    "spawn_blocking",
 )
 
 # Public objects show their public path in tracebacks and docs.

@@ -21,13 +21,17 @@ from __future__ import annotations
 
 import functools
 import sys
+import threading
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._registry import adapter_if_imported
+
+if TYPE_CHECKING:
+    from ._work import WorkFuture
 
 __all__ = (
     "HOSTED_LOOPS",
@@ -134,7 +138,8 @@ class _Detectors:
         modules = sys.modules
         self.modules_seen = len(modules)
         adapters = [a for n in _ORDER if n in modules and (a := adapter_if_imported(n)) is not None]
-        workers = [a.detect_worker for a in adapters]
+        workers: list[_Detector] = [_own_worker]
+        workers += [a.detect_worker for a in adapters]
         if "anyio" in modules:
             workers.append(_anyio_worker)
         self.loops = tuple(a.detect_loop for a in adapters)
@@ -161,6 +166,30 @@ def current_context() -> Context:
     return PLAIN
 
 
+class _OwnWorker(threading.local):
+    # Set while a spawn_blocking worker of ours runs a job.
+    ctx: Context | None = None
+    job: WorkFuture[Any] | None = None
+
+
+_own = _OwnWorker()
+
+
+def _own_worker() -> Context | None:
+    return _own.ctx
+
+
+def set_own_worker(ctx: Context | None, job: WorkFuture[Any] | None) -> None:
+    """Mark this thread as our worker for ``ctx``'s owner, running ``job``
+    (None, None: the job is over)."""
+    _own.ctx, _own.job = ctx, job
+
+
+def own_worker_job() -> WorkFuture[Any] | None:
+    """The job this thread runs as our worker, or None."""
+    return _own.job
+
+
 def current_runtime() -> str | None:
     """The name of the runtime this thread runs or works for, or None."""
     return current_context().runtime
@@ -177,6 +206,26 @@ def _anyio_worker() -> Context | None:
     if adapter is None:  # pragma: no cover - anyio running a runtime we lack
         return None
     return worker_context(adapter.name, adapter.token_for(token.native_token))
+
+
+def anyio_enter_worker(runtime: str | None, token: Token) -> Callable[[], None]:
+    """On a worker thread of ours: let ``anyio.from_thread.run`` find the owner
+    (as anyio's own workers do). Returns the function that undoes it."""
+    if "anyio" not in sys.modules or runtime not in ("asyncio", "trio"):
+        return _nothing
+    from anyio._core._eventloop import claim_worker_thread, get_async_backend
+
+    claim = claim_worker_thread(get_async_backend(runtime), token.native)
+    claim.__enter__()
+
+    def leave() -> None:
+        claim.__exit__(None, None, None)
+
+    return leave
+
+
+def _nothing() -> None:
+    return None
 
 
 @functools.cache

@@ -100,12 +100,25 @@ class RuntimeAdapter(ABC):
         through ``future.deliver_*`` on the run's thread."""
 
     @abstractmethod
-    async def await_future(self, future: concurrent.futures.Future[T]) -> T:
+    async def await_future(
+        self, future: concurrent.futures.Future[T], *, abandon_on_cancel: bool = False
+    ) -> T:
         """Await a ``concurrent.futures.Future`` in a task of this runtime. If
         the awaiting task is cancelled, ``future.cancel()`` is requested and
         the wait goes on until the future is done (its cleanup ran); then the
-        task sees its own runtime's cancellation (or the result, if the work
-        finished anyway: nothing is dropped)."""
+        task sees its own runtime's cancellation (trio: or the result, if the
+        work finished anyway, with the cancellation at the next checkpoint).
+        With ``abandon_on_cancel`` the task sees its cancellation at once."""
+
+    def enter_worker(self, token: Token) -> Callable[[], None]:
+        """On a worker thread of ours about to run a job for ``token``'s run:
+        let the runtime's own re-entry calls (``trio.from_thread.run``) find
+        the owner. Returns the function that undoes it."""
+        return _nothing
+
+    @abstractmethod
+    def cancel_exception(self) -> BaseException:
+        """A new instance of the runtime's own cancellation exception."""
 
     @abstractmethod
     def new_runner(self, **options: Any) -> Runner | None:
@@ -145,6 +158,10 @@ class Runner(ABC):
     @abstractmethod
     def close(self) -> None:
         """Cancel what is left, let its cleanup run, and release the loop."""
+
+
+def _nothing() -> None:
+    return None
 
 
 _lock = threading.Lock()
