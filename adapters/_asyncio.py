@@ -18,7 +18,7 @@ from concurrent.futures import thread as _cf_thread
 from types import CodeType, FrameType
 from typing import Any, TypeVar
 
-from bridge._context import HOSTED_LOOPS, Context, Token, worker_context
+from bridge._context import Context, Token, on_pet_thread, worker_context
 from bridge._errors import RunFinishedError
 from bridge._registry import Runner, RuntimeAdapter
 from bridge._work import InContext, WorkFuture
@@ -112,7 +112,7 @@ class AsyncioAdapter(RuntimeAdapter):
         ref = cache.loop_ref
         if ref is None or ref() is not loop:
             token = AsyncioToken(loop)
-            hosted = loop in HOSTED_LOOPS
+            hosted = on_pet_thread()
             common: dict[str, Any] = {"role": "event_loop", "hosted": hosted, "can_block": False}
             cache.in_task = Context(runtime="asyncio", in_task=True, token=token, **common)
             cache.in_callback = Context(runtime="asyncio", in_task=False, token=token, **common)

@@ -29,7 +29,7 @@ from curio import thread as _curio_thread
 from curio.traps import _future_wait, _get_kernel
 from curio.workers import ThreadWorker
 
-from bridge._context import HOSTED_LOOPS, Context, Token, worker_context
+from bridge._context import Context, Token, on_pet_thread, worker_context
 from bridge._errors import RunFinishedError
 from bridge._registry import Runner, RuntimeAdapter
 from bridge._work import InContext, WorkFuture
@@ -223,7 +223,7 @@ class CurioAdapter(RuntimeAdapter):
             common: dict[str, Any] = {
                 "runtime": "curio",
                 "role": "event_loop",
-                "hosted": kernel in HOSTED_LOOPS,
+                "hosted": on_pet_thread(),
                 "token": kernel_token(kernel),
                 "can_block": False,
             }

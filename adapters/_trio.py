@@ -16,7 +16,7 @@ from trio._core._entry_queue import EntryQueue
 from trio._core._run_context import GLOBAL_RUN_CONTEXT
 from trio._threads import PARENT_TASK_DATA
 
-from bridge._context import HOSTED_LOOPS, Context, Token, worker_context
+from bridge._context import Context, Token, on_pet_thread, worker_context
 from bridge._errors import RunFinishedError
 from bridge._registry import RuntimeAdapter
 from bridge._work import WorkFuture
@@ -102,7 +102,7 @@ class TrioAdapter(RuntimeAdapter):
             common: dict[str, Any] = {
                 "runtime": "trio",
                 "role": "event_loop",
-                "hosted": token.native in HOSTED_LOOPS,
+                "hosted": on_pet_thread(),
                 "token": token,
                 "can_block": False,
             }

@@ -104,7 +104,8 @@ class Group:
         self.title = title
         self.budget = budget
         self.cases: dict[str, Case] = {}
-        #: The module that declares the group, set when benchmarks are discovered.
+        #: The dotted name of the module that declares the group, set when
+        #: benchmarks are discovered; workers import it to find their row.
         self.module: str | None = None
 
     def __repr__(self) -> str:
@@ -140,8 +141,17 @@ class Group:
         the reason. ``goal`` and ``vs``: see the README.
         """
         return self._register(
-            label, key=key, kind="time", unit=TIME_UNIT, higher_is_better=False,
-            inside=inside, requires=requires, goal=goal, vs=vs, ops=ops, budget=budget,
+            label,
+            key=key,
+            kind="time",
+            unit=TIME_UNIT,
+            higher_is_better=False,
+            inside=inside,
+            requires=requires,
+            goal=goal,
+            vs=vs,
+            ops=ops,
+            budget=budget,
         )
 
     def metric(
@@ -166,8 +176,17 @@ class Group:
             raise ValueError(f"metric {label!r}: give a unit such as 'B/task' or 'calls/s'")
         better = unit.endswith("/s") if higher_is_better is None else higher_is_better
         return self._register(
-            label, key=key, kind="metric", unit=unit, higher_is_better=better,
-            inside=inside, requires=requires, goal=goal, vs=vs, ops=1, budget=budget,
+            label,
+            key=key,
+            kind="metric",
+            unit=unit,
+            higher_is_better=better,
+            inside=inside,
+            requires=requires,
+            goal=goal,
+            vs=vs,
+            ops=1,
+            budget=budget,
         )
 
     def _register(

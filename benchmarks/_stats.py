@@ -13,9 +13,10 @@ the per-round values and their min..max ("spread").
 from __future__ import annotations
 
 import math
+import operator
 import re
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -41,6 +42,12 @@ TIME_UNIT = "s"
 #: is row - baseline, in the row's unit.
 Kind = Literal["ratio", "speedup", "difference"]
 
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    "<=": operator.le,
+    ">=": operator.ge,
+    "<": operator.lt,
+    ">": operator.gt,
+}
 _TIME_SCALES = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0}
 
 
@@ -84,7 +91,7 @@ def paired(
     ratio or speedup whose denominator is zero.
     """
     out: list[float | None] = []
-    for r, b in zip(row, baseline):
+    for r, b in zip(row, baseline, strict=True):
         if r is None or b is None:
             out.append(None)
         elif kind == "difference":
@@ -103,7 +110,7 @@ class GoalError(ValueError):
 
 _GOAL_RE = re.compile(
     r"""^\s*(?P<op><=|>=|<|>)\s*
-    (?P<num>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+)\s*
+    (?P<num>[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*
     (?:
         x\s*(?P<faster>faster\s+than\s+)?(?P<xbase>[A-Za-z_]\w*)
       | (?P<unit>[^\s]+)(?:\s+over\s+(?P<obase>[A-Za-z_]\w*))?
@@ -128,7 +135,7 @@ class Goal:
     """
 
     text: str
-    op: Literal["<=", ">=", "<", ">"]
+    op: str  # one of _OPS
     threshold: float
     kind: Literal["absolute", "ratio", "speedup", "difference"]
     baseline: str | None = None
@@ -142,15 +149,13 @@ class Goal:
                 f"cannot read the goal {text!r}; write one of '<= 2 µs', '<= 1.5x KEY', "
                 f"'>= 5x faster than KEY', '<= 3 µs over KEY' (KEY: a case key of the group)"
             )
-        op = m["op"]
-        number = float(m["num"])
+        op, number = m["op"], float(m["num"])
         if m["xbase"] is not None:
-            kind: Literal["absolute", "ratio", "speedup", "difference"]
-            kind = "speedup" if m["faster"] else "ratio"
-            return cls(text, op, number, kind, m["xbase"])  # type: ignore[arg-type]
+            return cls(text, op, number, "speedup" if m["faster"] else "ratio", m["xbase"])
         threshold = number * _unit_scale(m["unit"], unit, text)
-        kind = "difference" if m["obase"] is not None else "absolute"
-        return cls(text, op, threshold, kind, m["obase"])  # type: ignore[arg-type]
+        if m["obase"] is not None:
+            return cls(text, op, threshold, "difference", m["obase"])
+        return cls(text, op, threshold, "absolute")
 
     @property
     def comparison_kind(self) -> Kind | None:
@@ -172,15 +177,7 @@ class Goal:
 
     def holds(self, value: float) -> bool:
         """Whether ``value`` (the row's median, or the comparison's) meets the goal."""
-        if math.isnan(value):
-            return False
-        if self.op == "<=":
-            return value <= self.threshold
-        if self.op == ">=":
-            return value >= self.threshold
-        if self.op == "<":
-            return value < self.threshold
-        return value > self.threshold
+        return not math.isnan(value) and _OPS[self.op](value, self.threshold)
 
 
 def _unit_scale(written: str, unit: str, text: str) -> float:

@@ -17,7 +17,6 @@ A metric row's function just returns the round's value.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import inspect
 import math
@@ -26,10 +25,15 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ._api import Case, Skip
 from ._stats import sample_stats
+
+if TYPE_CHECKING:
+    # Imported where a row runs inside asyncio only: a plain-thread row's
+    # worker should import no more than the row itself does.
+    import asyncio
 
 __all__ = ("MIN_SAMPLES", "SAMPLE_S", "Timer", "Timing", "run_round")
 
@@ -195,6 +199,8 @@ def _run_asyncio(
     main: Callable[[], Coroutine[Any, Any, T]],
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
 ) -> T:
+    import asyncio
+
     if sys.version_info >= (3, 11):
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             return runner.run(main())
@@ -303,7 +309,13 @@ def _drive_sync(case: Case, timer: Timer) -> Timing | float:
     if case.kind == "metric":
         return _number(case, produced)
     if inspect.isgenerator(produced):
-        _time_generator(case, produced, timer)
+        target = _first(case, produced)
+        try:
+            timer.time(target)
+        except BaseException:
+            produced.close()
+            raise
+        _finish(case, produced)
     elif produced is not None:
         timer.time(_callable(case, produced))
     return _timing(case, timer)
@@ -318,7 +330,13 @@ async def _drive_async(case: Case, timer: Timer) -> Timing | float:
     if inspect.isasyncgen(produced):
         await _time_async_generator(case, produced, timer)
     elif inspect.isgenerator(produced):
-        _time_generator(case, produced, timer)
+        target = _first(case, produced)
+        try:
+            await _time_in_task(target, timer)
+        except BaseException:
+            produced.close()
+            raise
+        _finish(case, produced)
     elif produced is not None:
         await _time_in_task(_callable(case, produced), timer)
     return _timing(case, timer)
@@ -332,27 +350,19 @@ async def _time_in_task(target: Callable[[], object], timer: Timer) -> None:
     first = target()
     if inspect.isawaitable(first):
         await first
-        await timer.time_async(target)  # type: ignore[arg-type]
+        await timer.time_async(cast("Callable[[], Awaitable[object]]", target))
     else:
         timer.time(target)
 
 
-def _time_generator(case: Case, gen: Generator[Any, None, Any], timer: Timer) -> None:
+def _first(case: Case, gen: Generator[Any, Any, Any]) -> Callable[[], object]:
     try:
-        target = next(gen)
+        return _callable(case, next(gen))
     except StopIteration:
         raise TypeError(f"row {case.label!r}: the generator ended without yielding") from None
-    try:
-        timer.time(_callable(case, target))
-    except BaseException:
-        gen.close()
-        raise
-    _finish(case, gen)
 
 
-async def _time_async_generator(
-    case: Case, agen: AsyncGenerator[Any, None], timer: Timer
-) -> None:
+async def _time_async_generator(case: Case, agen: AsyncGenerator[Any, Any], timer: Timer) -> None:
     try:
         target = await agen.__anext__()
     except StopAsyncIteration:
@@ -370,7 +380,7 @@ async def _time_async_generator(
     raise TypeError(f"row {case.label!r}: the generator yielded more than once")
 
 
-def _finish(case: Case, gen: Generator[Any, None, Any]) -> None:
+def _finish(case: Case, gen: Generator[Any, Any, Any]) -> None:
     try:
         next(gen)
     except StopIteration:
@@ -385,7 +395,7 @@ def _callable(case: Case, target: object) -> Callable[[], object]:
             f"row {case.label!r} gave {type(target).__name__} {target!r}; "
             f"return (or yield) the callable to time, e.g. `return bridge.current_context`"
         )
-    return target  # type: ignore[no-any-return]
+    return target
 
 
 def _timing(case: Case, timer: Timer) -> Timing:

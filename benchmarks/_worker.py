@@ -1,4 +1,5 @@
-"""The worker process of one row: ``python -m benchmarks._worker MODULE GROUP KEY``.
+"""The worker process of one row: ``python -m benchmarks._worker MODULE GROUP KEY``
+(MODULE: the dotted name of the module that declares the group).
 
 Protocol: JSON lines. The worker first answers ``{"status": "ready"}``, or
 ``"skip"`` with a reason, or ``"error"``; then, for each ``{"cmd": "round",
@@ -50,24 +51,40 @@ def requirement_missing(name: str) -> str | None:
         if exc.name != name.partition(".")[0]:
             return f"{name} does not import: {exc}"
         dist = _DISTRIBUTIONS.get(name, name)
-        return f"{name} is not installed (pip install {dist}; `make bench` installs the bench group)"
+        return f"{name} is not installed (pip install {dist}; `make bench` installs its group)"
     except Exception as exc:
         return f"{name} does not import on this Python: {type(exc).__name__}: {exc}"
     return None
 
 
 def find_case(module: str, group: str, key: str) -> Case:
-    """The row ``key`` of the group named ``group`` in ``benchmarks.<module>``."""
-    mod = importlib.import_module(f"benchmarks.{module}")
+    """The row ``key`` of the group named ``group`` in the module ``module``."""
+    mod = importlib.import_module(module)
     for value in vars(mod).values():
         if isinstance(value, Group) and value.name == group:
             return value.cases[key]
-    raise LookupError(f"benchmarks.{module} has no group named {group!r}")
+    raise LookupError(f"{module} has no group named {group!r}")
 
 
 def _error(exc: BaseException) -> dict[str, Any]:
     text = f"{type(exc).__name__}: {exc}".strip().removesuffix(":")
-    return {"status": "error", "error": text, "traceback": traceback.format_exc()}
+    return {"status": "error", "error": text, "traceback": _row_traceback(exc)}
+
+
+def _row_traceback(exc: BaseException) -> str:
+    # The harness's own frames say nothing about the row: leave them out.
+    te = traceback.TracebackException.from_exception(exc)
+    own = os.path.dirname(os.path.abspath(__file__))
+    kept = [
+        f
+        for f in te.stack
+        if not (
+            os.path.dirname(os.path.abspath(f.filename)) == own
+            and os.path.basename(f.filename).startswith("_")
+        )
+    ]
+    te.stack = traceback.StackSummary.from_list(kept)
+    return "".join(te.format())
 
 
 def _serve(case: Case, proto: IO[str]) -> None:

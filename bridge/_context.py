@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import sys
 import threading
-import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,13 +33,14 @@ if TYPE_CHECKING:
     from ._work import WorkFuture
 
 __all__ = (
-    "HOSTED_LOOPS",
     "PLAIN",
     "Context",
     "Role",
     "Token",
     "current_context",
     "current_runtime",
+    "mark_pet_thread",
+    "on_pet_thread",
 )
 
 Role = Literal["event_loop", "worker", "plain"]
@@ -111,9 +111,23 @@ class Context:
 
 PLAIN = Context(runtime=None, role="plain")
 
-#: Loops (and other runs' native handles) that a pet executor hosts; adapters
-#: report ``hosted=True`` for them.
-HOSTED_LOOPS: weakref.WeakSet[object] = weakref.WeakSet()
+
+class _PetThread(threading.local):
+    flag = False
+
+
+_pet_thread = _PetThread()
+
+
+def mark_pet_thread() -> None:
+    """Called by a pet on its own thread before its run starts: every loop
+    this thread runs is hosted (adapters report ``hosted=True``)."""
+    _pet_thread.flag = True
+
+
+def on_pet_thread() -> bool:
+    return _pet_thread.flag
+
 
 # Detection order: our own runtime, then trio before asyncio (a trio guest run
 # lives inside an asyncio loop), curio, and asyncio last.
@@ -198,7 +212,8 @@ def current_runtime() -> str | None:
 def _anyio_worker() -> Context | None:
     # anyio's worker threads record their owner in a thread-local (anyio 4):
     # an EventLoopToken whose backend names the runtime.
-    token = getattr(_anyio_threadlocals(), "current_token", None)
+    # A threading.local's __dict__ is this thread's: no AttributeError cost.
+    token = getattr(_anyio_threadlocals(), "__dict__", {}).get("current_token")
     if token is None:
         return None
     name = token.backend_class.__name__.removesuffix("Backend").lower()

@@ -28,7 +28,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from bridge._context import HOSTED_LOOPS, Token, current_context
+from bridge._context import Token, current_context, mark_pet_thread
 from bridge._errors import Fix, PetClosedError, RunFinishedError
 from bridge._registry import get
 from bridge._work import WorkFuture, as_async_callable, describe
@@ -113,6 +113,7 @@ class PetExecutor:
             return started.token
 
     def _thread_main(self, started: _Started) -> None:
+        mark_pet_thread()
         try:
             self._adapter.run(self._serve, started, **self._options)
         except BaseException as exc:
@@ -132,7 +133,6 @@ class PetExecutor:
     async def _serve(self, started: _Started) -> None:
         token = current_context().token
         assert token is not None
-        HOSTED_LOOPS.add(token.native)
         stop: WorkFuture[float] = WorkFuture("stop")
         self._stop = stop
         started.token = token

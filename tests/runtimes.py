@@ -48,7 +48,17 @@ class Driver:
     native_token: Callable[[], Awaitable[object]]
     #: A loop-side event: (set it, from the loop thread; wait for it).
     event: Callable[[], tuple[Callable[[], None], Callable[[], Awaitable[Any]]]]
+    #: The runtime's own sleep.
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
     requires: tuple[str, ...] = field(default=())
+
+    def pet_options(self) -> dict[str, Any]:
+        """Options that make a pet (or a runner) of this variant."""
+        if self.id == "asyncio+uvloop":
+            import uvloop
+
+            return {"loop_factory": uvloop.new_event_loop}
+        return {}
 
     def marks(self) -> list[pytest.MarkDecorator]:
         for name in self.requires:
@@ -164,6 +174,12 @@ def _trio_event() -> tuple[Callable[[], None], Callable[[], Awaitable[Any]]]:
     return event.set, event.wait
 
 
+async def _trio_sleep(seconds: float) -> None:
+    import trio
+
+    await trio.sleep(seconds)
+
+
 async def _trio_to_thread(fn: SyncFn[T]) -> T:
     import trio
 
@@ -199,6 +215,12 @@ def _curio_event() -> tuple[Callable[[], None], Callable[[], Awaitable[Any]]]:
 
     event = curio.UniversalEvent()  # its set() is sync and thread-safe
     return event.set, event.wait
+
+
+async def _curio_sleep(seconds: float) -> None:
+    import curio
+
+    await curio.sleep(seconds)
 
 
 async def _curio_run_in_thread(fn: SyncFn[T]) -> T:
@@ -240,6 +262,7 @@ DRIVERS: tuple[Driver, ...] = (
         offloads=_TRIO_OFFLOADS,
         native_token=_trio_native,
         event=_trio_event,
+        sleep=_trio_sleep,
         requires=("trio",),
     ),
     Driver(
@@ -250,6 +273,7 @@ DRIVERS: tuple[Driver, ...] = (
         offloads=_CURIO_OFFLOADS,
         native_token=_curio_native,
         event=_curio_event,
+        sleep=_curio_sleep,
         requires=("curio",),
     ),
 )

@@ -1,0 +1,170 @@
+"""PetExecutor: one run of any runtime on a thread of its own."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextvars
+import threading
+from typing import Any
+
+import pytest
+
+import bridge
+from bridge import BlockingInLoopError, Context, PetClosedError
+from pet_executor._host import PetExecutor
+from tests.runtimes import Driver
+
+VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
+
+
+@pytest.fixture
+def pet(driver: Driver) -> Any:
+    with PetExecutor(driver.runtime, **driver.pet_options()) as p:
+        yield p
+
+
+def test_call_returns_and_runs_on_the_pet_thread(pet: PetExecutor, driver: Driver) -> None:
+    async def where(x: int) -> tuple[int, str, Context]:
+        await driver.sleep(0)
+        return x + 1, threading.current_thread().name, bridge.current_context()
+
+    value, thread_name, ctx = pet.call(where, 41)
+    assert value == 42
+    assert thread_name == pet.name
+    assert (ctx.runtime, ctx.role, ctx.in_task) == (driver.runtime, "event_loop", True)
+    assert ctx.hosted is True
+    assert pet.call(where, 1)[2].token == ctx.token, "one run serves every call"
+
+
+def test_errors_keep_type_and_traceback(pet: PetExecutor) -> None:
+    async def fails() -> None:
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError, match="boom") as info:
+        pet.call(fails)
+    assert "fails" in {entry.name for entry in info.traceback}
+
+
+def test_contextvars_are_copied_in(pet: PetExecutor) -> None:
+    async def read_and_set() -> str:
+        value = VAR.get()
+        VAR.set("changed in the pet")
+        return value
+
+    token = VAR.set("from the caller")
+    try:
+        assert pet.call(read_and_set) == "from the caller"
+        assert VAR.get() == "from the caller", "changes do not come back from a call"
+    finally:
+        VAR.reset(token)
+
+
+def test_cancel_ends_cancelled_only_after_cleanup(pet: PetExecutor, driver: Driver) -> None:
+    started = threading.Event()
+    cleaned = threading.Event()
+
+    async def long() -> None:
+        started.set()
+        try:
+            await driver.sleep(60)
+        finally:
+            cleaned.set()
+
+    future = pet.submit(long)
+    assert started.wait(10)
+    assert future.cancel() is True
+    with pytest.raises(concurrent.futures.CancelledError):
+        future.result(10)
+    assert cleaned.is_set(), "the task's finally ran before the future ended cancelled"
+    assert future.cancelled()
+    assert future.cancel() is False, "a finished future cannot be cancelled again"
+
+
+def test_timeout_cancels_and_raises_builtin_timeout(pet: PetExecutor, driver: Driver) -> None:
+    cleaned = threading.Event()
+
+    async def long() -> None:
+        try:
+            await driver.sleep(60)
+        finally:
+            cleaned.set()
+
+    with pytest.raises(TimeoutError, match="did not finish within 0.05 s"):
+        pet.call(long, timeout=0.05)
+    assert cleaned.is_set()
+
+
+def test_close_gives_every_call_one_outcome(driver: Driver) -> None:
+    pet = PetExecutor(driver.runtime, **driver.pet_options())
+    started = threading.Event()
+    cleaned = threading.Event()
+
+    async def long() -> None:
+        started.set()
+        try:
+            await driver.sleep(60)
+        finally:
+            cleaned.set()
+
+    async def quick() -> str:
+        return "done"
+
+    running = pet.submit(long)
+    assert started.wait(10)
+    assert pet.call(quick) == "done"
+    pet.close()
+    with pytest.raises(PetClosedError, match="closed while the call was pending"):
+        running.result(0)
+    assert cleaned.is_set()
+    with pytest.raises(PetClosedError, match="the pet is closed"):
+        pet.call(quick)
+    with pytest.raises(PetClosedError):
+        pet.submit(quick)
+    pet.close()  # idempotent
+
+
+def test_call_from_a_loop_thread_is_refused(pet: PetExecutor, driver: Driver) -> None:
+    async def nothing() -> None:
+        return None
+
+    async def main() -> None:
+        pet.call(nothing)
+
+    with pytest.raises(BlockingInLoopError, match=f"running {driver.runtime}'s event loop"):
+        driver.run(main)
+
+
+def test_not_async_is_a_type_error_with_the_fix() -> None:
+    with PetExecutor("asyncio") as pet:
+        with pytest.raises(
+            TypeError, match=r"expected an async function, but sync_fn returned int"
+        ):
+            pet.call(sync_fn)
+        with pytest.raises(TypeError, match="expected an awaitable or an async function, got int"):
+            pet.call(3)  # type: ignore[arg-type]
+
+
+def sync_fn() -> int:
+    return 1
+
+
+def test_shared_pet_is_reused_and_remade_after_close() -> None:
+    first = bridge.pet("asyncio")
+    assert bridge.pet("asyncio") is first
+    first.close()
+    second = bridge.pet("asyncio")
+    assert second is not first
+    assert not second.closed
+
+
+def test_unknown_runtime() -> None:
+    with pytest.raises(LookupError, match="unknown runtime 'tokio'"):
+        PetExecutor("tokio")
+
+
+def test_lazy_start() -> None:
+    before = threading.active_count()
+    pet = PetExecutor("asyncio")
+    assert threading.active_count() == before, "no thread until the first call"
+    assert "idle" in repr(pet)
+    pet.close()
