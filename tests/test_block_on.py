@@ -41,7 +41,8 @@ def test_plain_thread_runs_here_on_a_cached_runner(driver: Driver) -> None:
 
     first, second, on_this_thread = on_thread(body)
     assert on_this_thread
-    assert first[0].role == "event_loop" and first[0].runtime == driver.runtime
+    assert first[0].role == "event_loop"
+    assert first[0].runtime == driver.runtime
     assert first[2] is second[2], "no new loop per call"
     assert first[0].hosted is False
 
@@ -67,7 +68,7 @@ def test_pending_tasks_stay_pending_until_the_next_call() -> None:
         before = list(log)
         bridge.block_on(tick)
         bridge.close_thread_runners()
-        return before + ["|"] + log
+        return [*before, "|", *log]
 
     log = on_thread(body)
     before, after = log[: log.index("|")], log[log.index("|") + 1 :]
@@ -121,7 +122,7 @@ def test_timeout_cancels_the_work_and_raises_builtin_timeout(driver: Driver) -> 
         finally:
             cleaned.set()
 
-    with pytest.raises(TimeoutError, match="did not finish within 0.05 s; it was cancelled"):
+    with pytest.raises(TimeoutError, match=r"did not finish within 0\.05 s; it was cancelled"):
         bridge.block_on(long, runtime=driver.runtime, timeout=0.05)
     assert cleaned.is_set(), "the work's cleanup ran before block_on raised"
 
@@ -173,7 +174,7 @@ def test_worker_routes_back_to_its_owner_loop(driver: Driver) -> None:
         seen = []
         for offload in driver.offloads:
             if offload.owner_known:
-                ctx, _, native = await offload.call(lambda: bridge.block_on(where))
+                _, _, native = await offload.call(lambda: bridge.block_on(where))
                 seen.append((offload.name, native))
         _, _, native = await bridge.spawn_blocking(bridge.block_on, where)
         seen.append(("spawn_blocking", native))

@@ -89,7 +89,7 @@ def test_timeout_cancels_and_raises_builtin_timeout(pet: PetExecutor, driver: Dr
         finally:
             cleaned.set()
 
-    with pytest.raises(TimeoutError, match="did not finish within 0.05 s"):
+    with pytest.raises(TimeoutError, match=r"did not finish within 0\.05 s"):
         pet.call(long, timeout=0.05)
     assert cleaned.is_set()
 
