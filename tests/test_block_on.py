@@ -246,7 +246,7 @@ def test_not_awaitable_is_a_type_error() -> None:
         return 1
 
     with pytest.raises(
-        TypeError, match="but test_not_awaitable_is_a_type_error.<locals>.sync returned int"
+        TypeError, match=r"but test_not_awaitable_is_a_type_error\.<locals>\.sync returned int"
     ):
         bridge.block_on(sync)  # type: ignore[call-overload]
 
