@@ -11,4 +11,6 @@ from bridge._registry import RuntimeAdapter as RuntimeAdapter
 from bridge._registry import available as available
 from bridge._registry import get as get
 
-__all__ = ("RUNTIMES", "RuntimeAdapter", "available", "get")
+from ._call import call as call
+
+__all__ = ("RUNTIMES", "RuntimeAdapter", "available", "call", "get")

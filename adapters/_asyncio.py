@@ -18,7 +18,7 @@ from concurrent.futures import thread as _cf_thread
 from types import CodeType, FrameType
 from typing import Any, TypeVar
 
-from bridge._context import Context, Token, on_pet_thread, worker_context
+from bridge._context import Context, Token, on_pet_thread, seen_run, worker_context
 from bridge._errors import RunFinishedError
 from bridge._registry import Runner, RuntimeAdapter
 from bridge._work import InContext, WorkFuture
@@ -83,11 +83,19 @@ class AsyncioToken(Token):
             raise RunFinishedError(f"the asyncio loop {loop!r} closed: {exc}.") from None
 
 
+def _in_portal() -> bool:
+    # A greenlet portal can exist only once bridge._portal is imported (lazily:
+    # it imports greenlet, which importing bridge must not).
+    portal = sys.modules.get("bridge._portal")
+    return portal is not None and portal.has_portal() is True
+
+
 class _LoopCache(threading.local):
     # The last loop seen on this thread and its two snapshots (in a task, in a
     # callback). A weak reference: a cache must not keep a closed loop alive.
     loop_ref: weakref.ref[asyncio.AbstractEventLoop] | None = None
     in_task: Context | None = None
+    in_task_portal: Context | None = None
     in_callback: Context | None = None
     # For a default-executor worker: its owner's snapshot (the thread serves
     # that loop for life).
@@ -112,12 +120,18 @@ class AsyncioAdapter(RuntimeAdapter):
         ref = cache.loop_ref
         if ref is None or ref() is not loop:
             token = AsyncioToken(loop)
+            seen_run(loop)
             hosted = on_pet_thread()
             common: dict[str, Any] = {"role": "event_loop", "hosted": hosted, "can_block": False}
             cache.in_task = Context(runtime="asyncio", in_task=True, token=token, **common)
+            cache.in_task_portal = Context(
+                runtime="asyncio", in_task=True, portal=True, token=token, **common
+            )
             cache.in_callback = Context(runtime="asyncio", in_task=False, token=token, **common)
             cache.loop_ref = weakref.ref(loop)
-        return cache.in_task if current_task(loop) is not None else cache.in_callback
+        if current_task(loop) is None:
+            return cache.in_callback
+        return cache.in_task_portal if _in_portal() else cache.in_task
 
     def detect_worker(self) -> Context | None:
         thread = threading.current_thread()

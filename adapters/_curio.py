@@ -15,6 +15,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import logging
+import sys
 import threading
 import time
 from collections import deque
@@ -29,7 +30,7 @@ from curio import thread as _curio_thread
 from curio.traps import _future_wait, _get_kernel
 from curio.workers import ThreadWorker
 
-from bridge._context import Context, Token, on_pet_thread, worker_context
+from bridge._context import Context, Token, on_pet_thread, seen_run, worker_context
 from bridge._errors import RunFinishedError
 from bridge._registry import Runner, RuntimeAdapter
 from bridge._work import InContext, WorkFuture
@@ -195,9 +196,17 @@ class CurioRunner(Runner):
         self._kernel.run(shutdown=True)
 
 
+def _in_portal() -> bool:
+    # A greenlet portal can exist only once bridge._portal is imported (lazily:
+    # it imports greenlet, which importing bridge must not).
+    portal = sys.modules.get("bridge._portal")
+    return portal is not None and portal.has_portal() is True
+
+
 class _KernelCache(threading.local):
     kernel: object = None
     in_task: Context | None = None
+    in_task_portal: Context | None = None
     in_callback: Context | None = None
 
 
@@ -220,6 +229,7 @@ class CurioAdapter(RuntimeAdapter):
             return None
         cache = self._cache
         if cache.kernel is not kernel:
+            seen_run(kernel)
             common: dict[str, Any] = {
                 "runtime": "curio",
                 "role": "event_loop",
@@ -230,9 +240,12 @@ class CurioAdapter(RuntimeAdapter):
             # curio itself has no loop callbacks (sync code on the kernel thread
             # runs in a task's step); callbacks sent through a token are ours.
             cache.in_task = Context(in_task=True, **common)
+            cache.in_task_portal = Context(in_task=True, portal=True, **common)
             cache.in_callback = Context(in_task=False, **common)
             cache.kernel = kernel
-        return cache.in_callback if _in_callback.flag else cache.in_task
+        if _in_callback.flag:
+            return cache.in_callback
+        return cache.in_task_portal if _in_portal() else cache.in_task
 
     def detect_worker(self) -> Context | None:
         async_thread = _curio_thread._locals.__dict__.get("thread")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import contextvars
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from importlib.metadata import version as _dist_version
@@ -16,7 +17,7 @@ from trio._core._entry_queue import EntryQueue
 from trio._core._run_context import GLOBAL_RUN_CONTEXT
 from trio._threads import PARENT_TASK_DATA
 
-from bridge._context import Context, Token, on_pet_thread, worker_context
+from bridge._context import Context, Token, on_pet_thread, seen_run, worker_context
 from bridge._errors import RunFinishedError
 from bridge._registry import RuntimeAdapter
 from bridge._work import WorkFuture
@@ -70,9 +71,17 @@ def _leave_worker() -> None:
     del PARENT_TASK_DATA.abandon_on_cancel
 
 
+def _in_portal() -> bool:
+    # A greenlet portal can exist only once bridge._portal is imported (lazily:
+    # it imports greenlet, which importing bridge must not).
+    portal = sys.modules.get("bridge._portal")
+    return portal is not None and portal.has_portal() is True
+
+
 class _RunCache(threading.local):
     runner: object = None
     in_task: Context | None = None
+    in_task_portal: Context | None = None
     in_callback: Context | None = None
 
 
@@ -99,6 +108,7 @@ class TrioAdapter(RuntimeAdapter):
         cache = self._cache
         if cache.runner is not runner:
             token = TrioToken(trio.lowlevel.current_trio_token())
+            seen_run(token.native)
             common: dict[str, Any] = {
                 "runtime": "trio",
                 "role": "event_loop",
@@ -107,11 +117,12 @@ class TrioAdapter(RuntimeAdapter):
                 "can_block": False,
             }
             cache.in_task = Context(in_task=True, **common)
+            cache.in_task_portal = Context(in_task=True, portal=True, **common)
             cache.in_callback = Context(in_task=False, **common)
             cache.runner = runner
         if task is None or getattr(task.coro, "cr_code", None) is _ENTRY_TASK_CODE:
             return cache.in_callback
-        return cache.in_task
+        return cache.in_task_portal if _in_portal() else cache.in_task
 
     def detect_worker(self) -> Context | None:
         token = PARENT_TASK_DATA.__dict__.get("token")

@@ -27,7 +27,7 @@ from ._context import Context, Token, current_context
 from ._errors import BlockingInLoopError, Fix
 from ._registry import RuntimeAdapter, get
 from ._runners import discard_thread_runner, thread_runner
-from ._work import WorkFuture, as_async_callable, describe
+from ._work import WorkFuture, as_async_callable, bind_work, describe
 from ._work import copy_back as copy_context_back
 
 T = TypeVar("T")
@@ -75,14 +75,18 @@ def block_on(
     work = as_async_callable(awaitable_or_async_fn, args)
     what = describe(awaitable_or_async_fn)
     here = current_context()
-    if here.role == "event_loop":
+    if here.role == "event_loop" and settings.policy != "offload":
         _close_unused(awaitable_or_async_fn)
         raise _blocking_in_loop(here, "bridge.block_on", what)
-    target = runtime or (here.runtime if here.role == "worker" and here.runtime else None)
+    target = runtime or (here.runtime if here.role != "plain" else None)
     target = target or settings.default_runtime
     adapter = get(target)
     context = contextvars.copy_context()
     try:
+        if here.role == "event_loop":
+            # The offload policy: this loop blocks while the target's pet runs
+            # the work, under deadlock detection.
+            return _on_shared_pet(target, work, context, what, timeout)
         if here.role == "worker":
             if here.token is not None and here.token.runtime == target:
                 # Back to the loop that owns this worker: objects bound to it work.
@@ -132,6 +136,8 @@ def submit_to(
 ) -> WorkFuture[T]:
     """Start ``work`` as a task of ``token``'s run, from any thread."""
     future: WorkFuture[T] = WorkFuture(label)
+    future.thread_ident = token.thread_ident
+    bind_work(context, future)
 
     def start() -> None:
         if future.set_running_or_notify_cancel():
@@ -167,13 +173,21 @@ def _blocking_in_loop(here: Context, api: str, what: str) -> BlockingInLoopError
     )
 
 
-def wait_blocking(submit: Callable[[], WorkFuture[T]], *, timeout: float | None, what: str) -> T:
+def wait_blocking(
+    submit: Callable[[], WorkFuture[T]],
+    *,
+    timeout: float | None,
+    what: str,
+    api: str = "a blocking call",
+) -> T:
     """Submit work to a run on another thread and block this thread until it
     is done. On timeout or Ctrl-C the work is cancelled and its cleanup gets
-    a bounded wait before ``TimeoutError`` / ``KeyboardInterrupt``."""
+    a bounded wait before ``TimeoutError`` / ``KeyboardInterrupt``. On a loop
+    thread it raises ``BlockingInLoopError``, unless the process chose the
+    offload policy (then the wait is under deadlock detection)."""
     here = current_context()
-    if here.role == "event_loop":
-        raise _blocking_in_loop(here, "a blocking call", what)
+    if here.role == "event_loop" and settings.policy != "offload":
+        raise _blocking_in_loop(here, api, what)
     future = submit()
     try:
         return future.result(timeout)
@@ -213,6 +227,8 @@ def _drive(
     """Run ``work`` on this thread's cached runner of ``runtime``."""
     token: Token = runner.token
     future: WorkFuture[T] = WorkFuture(what)
+
+    bind_work(context, future)
 
     def start() -> None:
         future.set_running_or_notify_cancel()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import sys
 import threading
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ __all__ = (
     "current_runtime",
     "mark_pet_thread",
     "on_pet_thread",
+    "seen_run",
 )
 
 Role = Literal["event_loop", "worker", "plain"]
@@ -69,6 +71,11 @@ class Token(ABC):
     @abstractmethod
     def native(self) -> object:
         """The runtime's own handle (loop, ``TrioToken``, kernel, ...)."""
+
+    @property
+    def thread_ident(self) -> int | None:
+        """The thread that runs the run, where it has been seen."""
+        return RUN_THREADS.get(self.native)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Token) and self.native is other.native
@@ -110,6 +117,17 @@ class Context:
 
 
 PLAIN = Context(runtime=None, role="plain")
+
+
+#: Each run's thread, recorded by the adapters when a run is first seen on its
+#: own thread (keyed by the run's native handle; gone when the run is).
+RUN_THREADS: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
+
+
+def seen_run(native: object) -> None:
+    """Record that ``native``'s run runs on this thread (adapters call it
+    when they first see a run, on its thread)."""
+    RUN_THREADS[native] = threading.get_ident()
 
 
 class _PetThread(threading.local):

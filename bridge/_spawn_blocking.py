@@ -25,6 +25,7 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from ._context import Context, Token, anyio_enter_worker, current_context, set_own_worker
+from ._deadlock import CURRENT_WORK, Limiter, graph
 from ._errors import Fix, NoRuntimeError
 from ._registry import RuntimeAdapter, get
 from ._work import WorkFuture, describe
@@ -53,6 +54,7 @@ class CapacityLimiter:
         self._lock = threading.Lock()
         self._borrowed = 0
         self._waiters: deque[Future[None]] = deque()
+        self.node = Limiter(f"CapacityLimiter({total}) at {id(self):#x}")
 
     def __repr__(self) -> str:
         waiting = len(self._waiters)
@@ -80,7 +82,12 @@ class CapacityLimiter:
             waiter: Future[None] = Future()
             self._waiters.append(waiter)
         try:
-            await adapter.await_future(waiter)
+            work = CURRENT_WORK.get()
+            if work is None:
+                await adapter.await_future(waiter)
+            else:
+                with graph.waiting(work, self.node, f"{work.label}, waiting for {self.node.name}"):
+                    await adapter.await_future(waiter)
         except BaseException:
             # Cancelled while waiting; if the token was handed over meanwhile,
             # pass it on rather than lose it.
@@ -234,8 +241,12 @@ async def spawn_blocking(
         context = contextvars.copy_context()
         context.run(_reset_async_marker)
         owner = Context(runtime=here.runtime, role="worker", hosted=here.hosted, token=here.token)
-        _dispatch(_Job(fn, args, context, future, owner, adapter))
-        return await adapter.await_future(future, abandon_on_cancel=abandon_on_cancel)
+        graph.hold(limiter.node, future)
+        try:
+            _dispatch(_Job(fn, args, context, future, owner, adapter))
+            return await adapter.await_future(future, abandon_on_cancel=abandon_on_cancel)
+        finally:
+            graph.release(limiter.node, future)
     finally:
         limiter.release()
 

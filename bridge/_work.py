@@ -23,19 +23,30 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import inspect
+import threading
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from concurrent.futures import Future
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._deadlock import CURRENT_WORK, graph
 from ._errors import Fix, GuestCancelledError, RunFinishedError
 
 if TYPE_CHECKING:
     from ._context import Token
+    from ._registry import RuntimeAdapter
 
 T = TypeVar("T")
 
-__all__ = ("InContext", "WorkFuture", "as_async_callable", "copy_back", "describe")
+__all__ = (
+    "InContext",
+    "WorkFuture",
+    "as_async_callable",
+    "await_work",
+    "bind_work",
+    "copy_back",
+    "describe",
+)
 
 
 class WorkFuture(Future[T]):
@@ -52,6 +63,8 @@ class WorkFuture(Future[T]):
         self._canceller: Callable[[], object] | None = None
         self._cancel_requested = False
         self._close_error: BaseException | None = None
+        #: The thread that runs the work (a loop's, or a worker's): set at start.
+        self.thread_ident: int | None = None
 
     # -- the caller's side -----------------------------------------------
 
@@ -76,10 +89,23 @@ class WorkFuture(Future[T]):
     def cancel_requested(self) -> bool:
         return self._cancel_requested
 
+    def result(self, timeout: float | None = None) -> T:
+        """As ``concurrent.futures.Future.result``; the wait is one the
+        deadlock detector sees (waiting on the thread that must run the work
+        raises ``DeadlockError`` instead of hanging)."""
+        if self.done():
+            return super().result()
+        with graph.waiting(graph.thread_node(), self, f"waiting for {self.label}"):
+            return super().result(timeout)
+
+    def describe(self) -> str:
+        return f"work {self.label!r}"
+
     # -- the run's side (called on the run's thread) ----------------------
 
     def start(self, token: Token | None, canceller: Callable[[], object]) -> None:
         """The task started; ``canceller()`` (run's thread) cancels it."""
+        self.thread_ident = threading.get_ident()
         with self._condition:
             self._token = token
             self._canceller = canceller
@@ -179,8 +205,24 @@ def copy_back(context: contextvars.Context) -> None:
     differs: how the work's contextvar changes come back (``copy_back=True``)."""
     here = contextvars.copy_context()
     for var, value in context.items():
-        if var not in here or here[var] is not value:
+        if var is not CURRENT_WORK and (var not in here or here[var] is not value):
             var.set(value)
+
+
+def bind_work(context: contextvars.Context, future: WorkFuture[Any]) -> None:
+    """Mark ``context`` (the work's own) as running ``future``: waits the work
+    makes are then the work item's, for the deadlock detector."""
+    context.run(CURRENT_WORK.set, future)
+
+
+async def await_work(adapter: RuntimeAdapter, future: Future[T]) -> T:
+    """Await ``future`` in a task of ``adapter``'s runtime; a wait the
+    deadlock detector sees when the task is itself a work item."""
+    waiter = CURRENT_WORK.get()
+    if waiter is None:
+        return await adapter.await_future(future)
+    with graph.waiting(waiter, future, f"{waiter.label}, awaiting another call"):
+        return await adapter.await_future(future)
 
 
 def as_async_callable(

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 from bridge._context import Token, current_context, mark_pet_thread
 from bridge._errors import Fix, PetClosedError, RunFinishedError
 from bridge._registry import get
-from bridge._work import WorkFuture, as_async_callable, describe
+from bridge._work import WorkFuture, as_async_callable, bind_work, describe
 
 T = TypeVar("T")
 
@@ -213,6 +213,8 @@ class PetExecutor:
         """``submit`` for work already normalised, running in ``context``."""
         token = self._ensure_started()
         future: WorkFuture[T] = WorkFuture(f"{label} on {self.name}")
+        future.thread_ident = token.thread_ident
+        bind_work(context, future)
         with self._lock:
             if self._closed:
                 raise self._closed_error("the pet is closed")
