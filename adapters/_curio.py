@@ -149,6 +149,7 @@ class CurioRunner(Runner):
     """A curio kernel kept on one thread between calls."""
 
     def __init__(self, **options: Any) -> None:
+        self._options = options
         self._kernel = curio.Kernel(**options)
         self._token: CurioToken | None = None
 
@@ -187,6 +188,13 @@ class CurioRunner(Runner):
         token.paused = False
         try:
             self._kernel.run(main)
+        except Exception as exc:
+            # The kernel itself crashed (curio raises a foreign trap's error
+            # out of the kernel, not into the task): the work gets the error,
+            # and the next call gets a new kernel.
+            until.deliver_error(exc)
+            _abandon(self._kernel)
+            self._kernel, self._token = curio.Kernel(**self._options), None
         finally:
             token.paused = True
 
@@ -194,6 +202,16 @@ class CurioRunner(Runner):
         if self._token is not None:
             self._token.paused = False
         self._kernel.run(shutdown=True)
+
+
+def _abandon(kernel: curio.Kernel) -> None:
+    """Release a crashed kernel's resources; it cannot run its own shutdown."""
+    for func in kernel._shutdown_funcs or ():
+        with contextlib.suppress(Exception):
+            func()
+    kernel._shutdown_funcs = None  # its __del__ would complain otherwise
+    for task in list(kernel._tasks.values()):
+        task.daemon = True  # likewise each unfinished task's __del__
 
 
 def _in_portal() -> bool:

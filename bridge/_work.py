@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._deadlock import CURRENT_WORK, graph
 from ._errors import Fix, GuestCancelledError, RunFinishedError
+from ._foreign import foreign_runtime, wrong_runtime_error
 
 if TYPE_CHECKING:
     from ._context import Token
@@ -65,6 +66,8 @@ class WorkFuture(Future[T]):
         self._close_error: BaseException | None = None
         #: The thread that runs the work (a loop's, or a worker's): set at start.
         self.thread_ident: int | None = None
+        #: The runtime that runs the work, when it is async work.
+        self.runtime: str | None = None
 
     # -- the caller's side -----------------------------------------------
 
@@ -106,6 +109,8 @@ class WorkFuture(Future[T]):
     def start(self, token: Token | None, canceller: Callable[[], object]) -> None:
         """The task started; ``canceller()`` (run's thread) cancels it."""
         self.thread_ident = threading.get_ident()
+        if token is not None:
+            self.runtime = token.runtime
         with self._condition:
             self._token = token
             self._canceller = canceller
@@ -119,6 +124,10 @@ class WorkFuture(Future[T]):
                 self.set_result(value)
 
     def deliver_error(self, error: BaseException) -> None:
+        if self.runtime is not None:
+            foreign = foreign_runtime(error, self.runtime)
+            if foreign is not None:
+                error = wrong_runtime_error(error, self.runtime, foreign, self.label)
         with self._condition:
             if not self.done():
                 self.set_exception(error)
