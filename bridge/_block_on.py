@@ -173,6 +173,14 @@ def _blocking_in_loop(here: Context, api: str, what: str) -> BlockingInLoopError
     )
 
 
+def refuse_blocking_here(api: str, what: str) -> None:
+    """Raise ``BlockingInLoopError`` if this thread runs an event loop (and
+    the process did not choose the offload policy)."""
+    here = current_context()
+    if here.role == "event_loop" and settings.policy != "offload":
+        raise _blocking_in_loop(here, api, what)
+
+
 def wait_blocking(
     submit: Callable[[], WorkFuture[T]],
     *,
@@ -185,9 +193,7 @@ def wait_blocking(
     a bounded wait before ``TimeoutError`` / ``KeyboardInterrupt``. On a loop
     thread it raises ``BlockingInLoopError``, unless the process chose the
     offload policy (then the wait is under deadlock detection)."""
-    here = current_context()
-    if here.role == "event_loop" and settings.policy != "offload":
-        raise _blocking_in_loop(here, api, what)
+    refuse_blocking_here(api, what)
     future = submit()
     try:
         return future.result(timeout)

@@ -19,15 +19,19 @@ Exactly one outcome per call, whatever happens:
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextvars
 import itertools
 import os
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, TypeVar
 
+from bridge._block_on import refuse_blocking_here
 from bridge._context import Token, current_context, mark_pet_thread
 from bridge._errors import Fix, PetClosedError, RunFinishedError
 from bridge._registry import get
@@ -254,8 +258,139 @@ class PetExecutor:
         from bridge._block_on import wait_blocking
 
         return wait_blocking(
-            lambda: self.submit(async_fn, *args), timeout=timeout, what=describe(async_fn)
+            lambda: self.submit(async_fn, *args),
+            timeout=timeout,
+            what=describe(async_fn),
+            api=f"{self.name}.call",
         )
+
+    def iterate(self, async_iterable: AsyncIterable[T]) -> Iterator[T]:
+        """Iterate ``async_iterable`` from sync code; every step runs in one
+        dedicated task of the pet (an async generator that opens a nursery or
+        a timeout keeps working). Closing or abandoning the iterator closes
+        the async iterator on the pet, by its runtime's rules."""
+        refuse_blocking_here(f"{self.name}.iterate", describe(async_iterable))
+        session = _Session(self, f"iterating {describe(async_iterable)}")
+        iterator = aiter(async_iterable)
+        try:
+            while True:
+                try:
+                    item = session.request(iterator.__anext__)
+                except StopAsyncIteration:
+                    return
+                yield item
+        finally:
+            aclose = getattr(iterator, "aclose", None)
+            session.end(aclose)
+
+    def enter(self, async_cm: AbstractAsyncContextManager[T]) -> AbstractContextManager[T]:
+        """Use an async context manager from sync code: ``__aenter__`` and
+        ``__aexit__`` run in one dedicated task of the pet (so a context
+        manager that opens a nursery or a timeout works)."""
+        refuse_blocking_here(f"{self.name}.enter", describe(async_cm))
+        return _Entered(_Session(self, f"entering {describe(async_cm)}"), async_cm)
+
+
+_END = object()
+
+
+class _Session:
+    """One dedicated task of a pet that runs the steps sync code sends it, in
+    order, until told to end. Every step gets exactly one outcome: its own,
+    or the task's end (the pet closing) for steps left over."""
+
+    def __init__(self, pet: PetExecutor, label: str) -> None:
+        self._pet = pet
+        self._label = label
+        self._lock = threading.Lock()
+        self._steps: deque[tuple[Any, WorkFuture[Any]]] = deque()
+        self._doorbell: WorkFuture[None] | None = None
+        self._over: BaseException | None = None
+        self._task = pet.submit_work(self._serve, contextvars.copy_context(), label)
+        self._task.add_done_callback(self._task_ended)
+
+    def _send(self, step: Any) -> WorkFuture[Any]:
+        reply: WorkFuture[Any] = WorkFuture(self._label)
+        reply.thread_ident = self._task.thread_ident
+        with self._lock:
+            if self._over is not None:
+                raise self._over
+            self._steps.append((step, reply))
+            doorbell, self._doorbell = self._doorbell, None
+        if doorbell is not None:
+            doorbell.deliver_value(None)
+        return reply
+
+    def request(self, step: Callable[[], Awaitable[T]]) -> T:
+        """Run ``step()`` in the session's task and wait for its outcome."""
+        result: T = self._send(step).result()
+        return result
+
+    def end(self, last: Callable[[], Awaitable[object]] | None) -> None:
+        """Run ``last()`` (if any) and end the task. Waits (bounded) unless
+        called on the pet's own thread (an abandoned iterator collected there)."""
+        try:
+            reply = self._send((_END, last))
+        except BaseException:
+            return  # the task is over already
+        if threading.get_ident() != self._task.thread_ident:
+            concurrent.futures.wait([reply], CLOSE_TIMEOUT_S)
+
+    async def _serve(self) -> None:
+        adapter = self._pet._adapter
+        while True:
+            with self._lock:
+                item = self._steps.popleft() if self._steps else None
+                if item is None:
+                    doorbell = self._doorbell = WorkFuture("doorbell")
+                    doorbell.set_running_or_notify_cancel()
+            if item is None:
+                await adapter.await_future(doorbell)
+                continue
+            step, reply = item
+            try:
+                if isinstance(step, tuple):  # (_END, last step or None)
+                    if step[1] is not None:
+                        await step[1]()
+                    reply.deliver_value(None)
+                    return
+                reply.deliver_value(await step())
+            except Exception as exc:
+                reply.deliver_error(exc)
+            except BaseException as exc:  # the task's own cancellation: it ends
+                reply.deliver_error(exc)
+                raise
+
+    def _task_ended(self, task: concurrent.futures.Future[None]) -> None:
+        error: BaseException = self._pet._closed_error(f"{self._label} ended")
+        if not task.cancelled() and task.exception() is not None:
+            error = task.exception()  # type: ignore[assignment]
+        with self._lock:
+            self._over = error
+            left = list(self._steps)
+            self._steps.clear()
+        for _, reply in left:
+            reply.deliver_error(error)
+
+
+class _Entered(AbstractContextManager[T]):
+    def __init__(self, session: _Session, async_cm: AbstractAsyncContextManager[T]) -> None:
+        self._session = session
+        self._cm = async_cm
+
+    def __enter__(self) -> T:
+        try:
+            return self._session.request(self._cm.__aenter__)
+        except BaseException:
+            self._session.end(None)
+            raise
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        try:
+            suppress = self._session.request(lambda: self._cm.__aexit__(exc_type, exc, tb))
+        finally:
+            self._session.end(None)
+        return bool(suppress)
 
 
 def _bounded(future: WorkFuture[Any], timeout: float) -> WorkFuture[None]:

@@ -168,3 +168,105 @@ def test_lazy_start() -> None:
     assert threading.active_count() == before, "no thread until the first call"
     assert "idle" in repr(pet)
     pet.close()
+
+
+def _task_id(driver: Driver) -> Any:
+    async def current() -> object:
+        if driver.runtime == "trio":
+            import trio
+
+            return id(trio.lowlevel.current_task())
+        if driver.runtime == "curio":
+            import curio
+
+            return id(await curio.current_task())
+        import asyncio
+
+        return id(asyncio.current_task())
+
+    return current
+
+
+def test_iterate_runs_every_step_in_one_task(pet: PetExecutor, driver: Driver) -> None:
+    finalised = threading.Event()
+    current = _task_id(driver)
+
+    async def numbers(n: int) -> Any:
+        try:
+            for i in range(n):
+                await driver.sleep(0)
+                yield i, await current()
+        finally:
+            finalised.set()
+
+    steps = list(pet.iterate(numbers(4)))
+    assert [i for i, _ in steps] == [0, 1, 2, 3]
+    assert len({task for _, task in steps}) == 1, "one dedicated task for every step"
+    assert finalised.is_set()
+
+
+def test_abandoned_iterator_is_finalised_on_the_pet(pet: PetExecutor, driver: Driver) -> None:
+    finalised_on: list[str] = []
+
+    async def endless() -> Any:
+        try:
+            while True:
+                await driver.sleep(0)
+                yield 1
+        finally:
+            finalised_on.append(threading.current_thread().name)
+
+    iterator = pet.iterate(endless())
+    assert next(iterator) == 1
+    iterator.close()
+    assert finalised_on == [pet.name]
+
+
+def test_iterate_errors_cross(pet: PetExecutor) -> None:
+    async def broken() -> Any:
+        yield 1
+        raise ValueError("in the generator")
+
+    iterator = pet.iterate(broken())
+    assert next(iterator) == 1
+    with pytest.raises(ValueError, match="in the generator"):
+        next(iterator)
+
+
+def test_enter_runs_enter_and_exit_in_one_task_and_can_suppress(
+    pet: PetExecutor, driver: Driver
+) -> None:
+    import contextlib
+
+    current = _task_id(driver)
+    seen: list[object] = []
+
+    @contextlib.asynccontextmanager
+    async def resource() -> Any:
+        seen.append(await current())
+        try:
+            yield "value"
+        except KeyError:
+            seen.append("suppressed")
+        finally:
+            seen.append(await current())
+
+    with pet.enter(resource()) as value:
+        assert value == "value"
+    assert seen[0] == seen[1], "__aenter__ and __aexit__ ran in the same task"
+    with pet.enter(resource()):
+        raise KeyError("swallowed by the context manager")
+    assert "suppressed" in seen
+    with pytest.raises(ZeroDivisionError), pet.enter(resource()):
+        1 / 0  # noqa: B018
+
+
+def test_iterate_from_a_loop_thread_is_refused(pet: PetExecutor, driver: Driver) -> None:
+    async def gen() -> Any:
+        yield 1
+
+    async def main() -> None:
+        next(iter(pet.iterate(gen())))
+
+    with pytest.raises(BlockingInLoopError, match=r"\.iterate"):
+        driver.run(main)
