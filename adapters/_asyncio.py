@@ -18,7 +18,14 @@ from concurrent.futures import thread as _cf_thread
 from types import CodeType, FrameType
 from typing import Any, TypeVar
 
-from bridge._context import Context, Token, on_pet_thread, seen_run, worker_context
+from bridge._context import (
+    Context,
+    Token,
+    mark_run_ending,
+    on_pet_thread,
+    seen_run,
+    worker_context,
+)
 from bridge._errors import RunFinishedError
 from bridge._registry import Runner, RuntimeAdapter
 from bridge._work import InContext, WorkFuture
@@ -160,20 +167,13 @@ class AsyncioAdapter(RuntimeAdapter):
         loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
         **options: Any,
     ) -> T:
-        # asyncio.run's cleanup, with an explicit loop factory (never the
-        # global event-loop policy).
-        loop = (loop_factory or asyncio.new_event_loop)()
+        # asyncio.run, with an explicit loop factory (never the global
+        # event-loop policy) and the runner's cleanup.
+        runner = AsyncioRunner(loop_factory=loop_factory, debug=options.get("debug"))
         try:
-            if options.get("debug") is not None:
-                loop.set_debug(options["debug"])
-            return loop.run_until_complete(_as_coroutine(async_fn, args))
+            return runner.loop.run_until_complete(_as_coroutine(async_fn, args))
         finally:
-            try:
-                asyncio.runners._cancel_all_tasks(loop)  # type: ignore[attr-defined]
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.run_until_complete(loop.shutdown_default_executor())
-            finally:
-                loop.close()
+            runner.close()
 
     def spawn_work(
         self,
@@ -294,10 +294,15 @@ class AsyncioRunner(Runner):
             if timer is not None:
                 timer.cancel()
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
     def close(self) -> None:
         loop = self._loop
         if loop.is_closed():
             return
+        mark_run_ending(loop)  # work cancelled from here on: the run ended
         try:
             asyncio.runners._cancel_all_tasks(loop)  # type: ignore[attr-defined]
             loop.run_until_complete(loop.shutdown_asyncgens())

@@ -30,7 +30,14 @@ from curio import thread as _curio_thread
 from curio.traps import _future_wait, _get_kernel
 from curio.workers import ThreadWorker
 
-from bridge._context import Context, Token, on_pet_thread, seen_run, worker_context
+from bridge._context import (
+    Context,
+    Token,
+    mark_run_ending,
+    on_pet_thread,
+    seen_run,
+    worker_context,
+)
 from bridge._errors import RunFinishedError
 from bridge._registry import Runner, RuntimeAdapter
 from bridge._work import InContext, WorkFuture
@@ -201,6 +208,7 @@ class CurioRunner(Runner):
     def close(self) -> None:
         if self._token is not None:
             self._token.paused = False
+        mark_run_ending(self._kernel)
         self._kernel.run(shutdown=True)
 
 
@@ -282,7 +290,12 @@ class CurioAdapter(RuntimeAdapter):
         return None
 
     def run(self, async_fn: Callable[..., Awaitable[T]], *args: Any, **options: Any) -> T:
-        result: T = curio.run(async_fn, *args, **options)
+        kernel = curio.Kernel(**options)
+        try:
+            result: T = kernel.run(async_fn, *args)
+        finally:
+            mark_run_ending(kernel)  # work cancelled from here on: the run ended
+            kernel.run(shutdown=True)
         return result
 
     def spawn_work(

@@ -41,6 +41,7 @@ __all__ = (
     "current_context",
     "current_runtime",
     "mark_pet_thread",
+    "mark_run_ending",
     "on_pet_thread",
     "seen_run",
 )
@@ -122,6 +123,14 @@ PLAIN = Context(runtime=None, role="plain")
 #: Each run's thread, recorded by the adapters when a run is first seen on its
 #: own thread (keyed by the run's native handle; gone when the run is).
 RUN_THREADS: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
+
+
+#: Runs whose end has begun: work cancelled now was cancelled by the run ending.
+RUNS_ENDING: weakref.WeakSet[object] = weakref.WeakSet()
+
+
+def mark_run_ending(native: object) -> None:
+    RUNS_ENDING.add(native)
 
 
 def seen_run(native: object) -> None:

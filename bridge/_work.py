@@ -29,6 +29,7 @@ from concurrent.futures import Future
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._context import RUNS_ENDING
 from ._deadlock import CURRENT_WORK, graph
 from ._errors import Fix, GuestCancelledError, RunFinishedError
 from ._foreign import foreign_runtime, wrong_runtime_error
@@ -138,6 +139,10 @@ class WorkFuture(Future[T]):
             self.deliver_error(self._close_error)
         elif self._cancel_requested:
             self._set_cancelled()
+        elif self._token is not None and self._token.native in RUNS_ENDING:
+            self.deliver_error(
+                RunFinishedError(f"{self.label}: the run of {where} ended under it.")
+            )
         else:
             self.deliver_error(
                 GuestCancelledError(

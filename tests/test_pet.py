@@ -270,3 +270,89 @@ def test_iterate_from_a_loop_thread_is_refused(pet: PetExecutor, driver: Driver)
 
     with pytest.raises(BlockingInLoopError, match=r"\.iterate"):
         driver.run(main)
+
+
+def test_sixteen_threads_for_ten_seconds_lose_no_call() -> None:
+    """16 threads call one asyncio pet at once for 10 s: every call is
+    answered with its own result; the rate is reported."""
+    import time
+
+    duration = 10.0
+    answered = [0] * 16
+    wrong: list[tuple[int, int, int]] = []
+
+    async def echo(value: int) -> int:
+        return value
+
+    with PetExecutor("asyncio", name="pet-load") as pet:
+        start = time.monotonic()
+
+        def caller(index: int) -> None:
+            n = 0
+            while time.monotonic() - start < duration:
+                value = index * 1_000_000_000 + n
+                got = pet.call(echo, value)
+                if got != value:
+                    wrong.append((index, value, got))
+                n += 1
+            answered[index] = n
+
+        threads = [threading.Thread(target=caller, args=(i,)) for i in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(duration + 30)
+        elapsed = time.monotonic() - start
+    assert not any(thread.is_alive() for thread in threads)
+    assert wrong == []
+    assert all(n > 0 for n in answered)
+    print(f"\n16 threads -> one asyncio pet: {sum(answered) / elapsed:,.0f} calls/s")
+
+
+def test_a_dead_pet_thread_fails_its_callers_and_restarts() -> None:
+    """The pet's run ends abnormally: pending callers get PetClosedError
+    (with the cause), and the next call starts a new run."""
+    import asyncio
+
+    pet = PetExecutor("asyncio", name="pet-dies")
+    try:
+        started = threading.Event()
+
+        async def forever() -> None:
+            started.set()
+            await asyncio.sleep(3600)
+
+        async def kill_the_loop() -> None:
+            asyncio.get_running_loop().stop()  # the run ends under the pending call
+
+        pending = pet.submit(forever)
+        assert started.wait(10)
+        pet.submit(kill_the_loop)
+        with pytest.raises(bridge.RunFinishedError, match="ended under it"):
+            pending.result(10)
+
+        async def alive() -> str:
+            return "a new run"
+
+        assert pet.call(alive) == "a new run"
+    finally:
+        pet.close()
+
+
+def test_runners_close_when_their_thread_ends() -> None:
+    import asyncio
+    import gc
+
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def grab() -> None:
+        loops.append(asyncio.get_running_loop())
+
+    def body() -> None:
+        bridge.block_on(grab)
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join()
+    gc.collect()
+    assert loops[0].is_closed(), "the thread's cached loop was closed when it ended"
