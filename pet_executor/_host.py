@@ -151,7 +151,8 @@ class PetExecutor:
             error = self._closed_error("the pet was closed while the call was pending")
             for future in pending:
                 future.cancel_for_close(error)
-            deadline = time.monotonic() + (stop.result() if stop.done() else CLOSE_TIMEOUT_S)
+            bound = stop.result() if stop.done() and not stop.cancelled() else CLOSE_TIMEOUT_S
+            deadline = time.monotonic() + bound
             for future in pending:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
