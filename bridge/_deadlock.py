@@ -82,7 +82,7 @@ class WaitGraph:
         if isinstance(node, Limiter):
             return list(node.holders), True
         found = []
-        target = self._waits.get(node)
+        target = self._waits.get(node) if node is not pending else None
         if target is not None:
             found.append(target)
         runs_on = getattr(node, "thread_ident", None)
@@ -113,22 +113,45 @@ class WaitGraph:
                 chains.append(chain)
         return [node, *chains[0]] if needs_all else None
 
-    @contextlib.contextmanager
-    def waiting(self, waiter: Any, target: Any, what: str) -> Iterator[None]:
-        """Record that ``waiter`` waits on ``target`` for the duration; raise
-        ``DeadlockError`` at once if that wait can never finish."""
+    def begin(self, waiter: Any, target: Any, what: str) -> None:
+        """Record that ``waiter`` waits on ``target`` (until ``end``); raise
+        ``DeadlockError`` at once, recording nothing, if that wait can never
+        finish.
+
+        The edge is recorded first and checked second, so of two waits that
+        close a cycle together at least one sees the other (the GIL orders
+        the two threads' steps); the search itself runs under the lock, and
+        only when the target is waiting already (the common wait, on work
+        that runs, costs a dict write and two lookups).
+        """
+        self._waits[waiter] = target
+        if not self._may_be_stuck(target):
+            return
         with self._lock:
             path = self._stuck(target, waiter, [])
-            if path is None:
-                self._waits[waiter] = target
         if path is not None:
+            self.end(waiter)
             raise _deadlock_error([waiter, *path], what)
+
+    def end(self, waiter: Any) -> None:
+        """The wait ``begin`` recorded is over."""
+        self._waits.pop(waiter, None)
+
+    def _may_be_stuck(self, target: Any) -> bool:
+        if target in self._waits or isinstance(target, Limiter):
+            return True
+        ident = getattr(target, "thread_ident", None)
+        thread = self._threads.get(ident) if ident is not None else None
+        return thread is not None and thread in self._waits
+
+    @contextlib.contextmanager
+    def waiting(self, waiter: Any, target: Any, what: str) -> Iterator[None]:
+        """``begin`` ... ``end`` around a block."""
+        self.begin(waiter, target, what)
         try:
             yield
         finally:
-            with self._lock:
-                if self._waits.get(waiter) is target:
-                    del self._waits[waiter]
+            self.end(waiter)
 
     def hold(self, limiter: Limiter, holder: Any) -> None:
         with self._lock:

@@ -99,8 +99,12 @@ class WorkFuture(Future[T]):
         raises ``DeadlockError`` instead of hanging)."""
         if self.done():
             return super().result()
-        with graph.waiting(graph.thread_node(), self, f"waiting for {self.label}"):
+        thread = graph.thread_node()
+        graph.begin(thread, self, f"waiting for {self.label}")
+        try:
             return super().result(timeout)
+        finally:
+            graph.end(thread)
 
     def describe(self) -> str:
         return f"work {self.label!r}"
