@@ -164,12 +164,17 @@ class AsyncioAdapter(RuntimeAdapter):
         self,
         async_fn: Callable[..., Awaitable[T]],
         *args: Any,
+        portals: bool = False,
         loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
         **options: Any,
     ) -> T:
         # asyncio.run, with an explicit loop factory (never the global
         # event-loop policy) and the runner's cleanup.
         runner = AsyncioRunner(loop_factory=loop_factory, debug=options.get("debug"))
+        if portals:
+            from bridge._portal import install_asyncio_portals
+
+            install_asyncio_portals(runner.loop)
         try:
             return runner.loop.run_until_complete(_as_coroutine(async_fn, args))
         finally:
@@ -210,6 +215,12 @@ class AsyncioAdapter(RuntimeAdapter):
                 except BaseException:
                     break
             raise
+
+    async def timeout(self, seconds: float, awaitable: Awaitable[T]) -> T:
+        try:
+            return await asyncio.wait_for(awaitable, seconds)
+        except asyncio.TimeoutError:  # not the builtin one before Python 3.11
+            raise TimeoutError(f"the work did not finish within {seconds} s") from None
 
     def cancel_exception(self) -> BaseException:
         return asyncio.CancelledError()

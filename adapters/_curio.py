@@ -54,6 +54,30 @@ def _kernel_closure(kernel: curio.Kernel, trap: str, name: str) -> Any:
     return cells[name].cell_contents
 
 
+async def _as_coroutine(awaitable: Awaitable[T]) -> T:
+    # curio takes coroutines only, not any awaitable.
+    return await awaitable
+
+
+def _spawn_detached(kernel: curio.Kernel, coro: Any) -> Any:
+    """Start a daemon task from sync code on the kernel's thread.
+
+    What curio's spawn trap does, minus the parent: a ContextTask enters its
+    parent's context to copy it, which fails while that parent is mid-step
+    (as it is whenever sync code runs); without a parent it copies the
+    current context instead.
+    """
+    new_task = _kernel_closure(kernel, "trap_spawn", "new_task")
+    cells = dict(zip(new_task.__code__.co_freevars, new_task.__closure__, strict=True))
+    task = cells["taskcls"].cell_contents(coro, None)
+    task.daemon = True
+    cells["tasks"].cell_contents[task.id] = task
+    cells["reschedule_task"].cell_contents(task)
+    for activation in cells["_activations"].cell_contents:
+        activation.created(task)
+    return task
+
+
 class CurioToken(Token):
     """Schedules callbacks onto one curio kernel through a service task."""
 
@@ -69,9 +93,7 @@ class CurioToken(Token):
         self._closed = False
         #: Set by a runner between two calls: nothing drives the kernel then.
         self.paused = False
-        new_task = _kernel_closure(kernel, "trap_spawn", "new_task")
-        task = new_task(self._serve())
-        task.daemon = True
+        _spawn_detached(kernel, self._serve())
 
     @property
     def native(self) -> curio.Kernel:
@@ -213,10 +235,19 @@ class CurioRunner(Runner):
 
 
 def _abandon(kernel: curio.Kernel) -> None:
-    """Release a crashed kernel's resources; it cannot run its own shutdown."""
-    for func in kernel._shutdown_funcs or ():
-        with contextlib.suppress(Exception):
-            func()
+    """Release a crashed kernel's resources: it cannot run its own shutdown
+    (curio forgets its shutdown functions when it crashes). Its loopback
+    sockets are the wake-up one and whatever its selector watches."""
+    selector = kernel._selector
+    with contextlib.suppress(Exception):
+        for key in list(selector.get_map().values()):
+            key.fileobj.close()
+    with contextlib.suppress(Exception):
+        wake = _kernel_closure(kernel, "trap_future_wait", "wake")
+        cells = dict(zip(wake.__code__.co_freevars, wake.__closure__, strict=True))
+        cells["notify_sock"].cell_contents.close()
+    with contextlib.suppress(Exception):
+        selector.close()
     kernel._shutdown_funcs = None  # its __del__ would complain otherwise
     for task in list(kernel._tasks.values()):
         task.daemon = True  # likewise each unfinished task's __del__
@@ -289,7 +320,17 @@ class CurioAdapter(RuntimeAdapter):
             return worker_context("curio", None)
         return None
 
-    def run(self, async_fn: Callable[..., Awaitable[T]], *args: Any, **options: Any) -> T:
+    def run(
+        self,
+        async_fn: Callable[..., Awaitable[T]],
+        *args: Any,
+        portals: bool = False,
+        **options: Any,
+    ) -> T:
+        if portals:
+            from bridge._portal import curio_portal_task_class
+
+            options["taskcls"] = curio_portal_task_class(options.get("taskcls"))
         kernel = curio.Kernel(**options)
         try:
             result: T = kernel.run(async_fn, *args)
@@ -306,10 +347,8 @@ class CurioAdapter(RuntimeAdapter):
         future: WorkFuture[T],
     ) -> None:
         kernel: Any = token.native
-        new_task = _kernel_closure(kernel, "trap_spawn", "new_task")
         cancel_task = kernel._traps["trap_cancel_task"]
-        task = new_task(_run_work(work, context, future))
-        task.daemon = True
+        task = _spawn_detached(kernel, _run_work(work, context, future))
         future.start(token, lambda: cancel_task(task))
 
     async def await_future(
@@ -326,6 +365,13 @@ class CurioAdapter(RuntimeAdapter):
                     await _future_wait(future)
             raise
         return future.result()
+
+    async def timeout(self, seconds: float, awaitable: Awaitable[T]) -> T:
+        try:
+            result: T = await curio.timeout_after(seconds, _as_coroutine(awaitable))
+        except curio.TaskTimeout:
+            raise TimeoutError(f"the work did not finish within {seconds} s") from None
+        return result
 
     def cancel_exception(self) -> BaseException:
         error: BaseException = curio.TaskCancelled()

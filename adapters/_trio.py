@@ -17,7 +17,7 @@ from trio._core._entry_queue import EntryQueue
 from trio._core._run_context import GLOBAL_RUN_CONTEXT
 from trio._threads import PARENT_TASK_DATA
 
-from bridge._context import Context, Token, on_pet_thread, seen_run, worker_context
+from bridge._context import PORTAL_RUNS, Context, Token, on_pet_thread, seen_run, worker_context
 from bridge._errors import RunFinishedError
 from bridge._registry import RuntimeAdapter
 from bridge._work import WorkFuture
@@ -130,7 +130,18 @@ class TrioAdapter(RuntimeAdapter):
             return None
         return worker_context("trio", TrioToken(token))
 
-    def run(self, async_fn: Callable[..., Awaitable[T]], *args: Any, **options: Any) -> T:
+    def run(
+        self,
+        async_fn: Callable[..., Awaitable[T]],
+        *args: Any,
+        portals: bool = False,
+        **options: Any,
+    ) -> T:
+        if portals:
+            from bridge._portal import trio_portal_instrument
+
+            options["instruments"] = [trio_portal_instrument(), *options.get("instruments", ())]
+            return self._run_with_portals(async_fn, args, options)
         result: T = trio.run(async_fn, *args, **options)
         return result
 
@@ -141,7 +152,12 @@ class TrioAdapter(RuntimeAdapter):
         context: contextvars.Context,
         future: WorkFuture[T],
     ) -> None:
-        trio.lowlevel.spawn_system_task(_run_work, token, work, future, context=context)
+        coro = _run_work(token, work, future)
+        if token.native in PORTAL_RUNS:
+            from bridge._portal import with_portal
+
+            coro = with_portal(coro)
+        trio.lowlevel.spawn_system_task(lambda: coro, context=context)
 
     async def await_future(
         self, future: concurrent.futures.Future[T], *, abandon_on_cancel: bool = False
@@ -186,6 +202,26 @@ class TrioAdapter(RuntimeAdapter):
         PARENT_TASK_DATA.token = token.native  # type: ignore[assignment]
         PARENT_TASK_DATA.abandon_on_cancel = True
         return _leave_worker
+
+    @staticmethod
+    def _run_with_portals(
+        async_fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], options: dict[str, Any]
+    ) -> T:
+        async def main() -> T:
+            # Our work tasks are system tasks, which the instrument leaves
+            # alone: spawn_work gives them portals itself.
+            PORTAL_RUNS.add(trio.lowlevel.current_trio_token())
+            return await async_fn(*args)
+
+        result: T = trio.run(main, **options)
+        return result
+
+    async def timeout(self, seconds: float, awaitable: Awaitable[T]) -> T:
+        try:
+            with trio.fail_after(seconds):
+                return await awaitable
+        except trio.TooSlowError:
+            raise TimeoutError(f"the work did not finish within {seconds} s") from None
 
     def cancel_exception(self) -> BaseException:
         return trio.Cancelled._create()

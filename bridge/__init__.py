@@ -21,6 +21,8 @@ from ._errors import RunFinishedError as RunFinishedError
 from ._errors import RuntimeUnavailableError as RuntimeUnavailableError
 from ._errors import WrongRuntimeError as WrongRuntimeError
 from ._pets import pet as pet
+from ._run import ensure_portal as ensure_portal
+from ._run import run as run
 from ._runners import close_thread_runners as close_thread_runners
 from ._spawn_blocking import CapacityLimiter as CapacityLimiter
 from ._spawn_blocking import check_cancelled as check_cancelled
@@ -47,7 +49,9 @@ __all__ = (
     "configure",
     "current_context",
     "current_runtime",
+    "ensure_portal",
     "pet",
+    "run",
     "spawn_blocking",
 )
 

@@ -27,7 +27,7 @@ from ._context import Context, Token, current_context
 from ._errors import BlockingInLoopError, Fix
 from ._registry import RuntimeAdapter, get
 from ._runners import discard_thread_runner, thread_runner
-from ._work import WorkFuture, as_async_callable, bind_work, describe
+from ._work import InContext, WorkFuture, as_async_callable, await_work, bind_work, describe
 from ._work import copy_back as copy_context_back
 
 T = TypeVar("T")
@@ -75,7 +75,7 @@ def block_on(
     work = as_async_callable(awaitable_or_async_fn, args)
     what = describe(awaitable_or_async_fn)
     here = current_context()
-    if here.role == "event_loop" and settings.policy != "offload":
+    if here.role == "event_loop" and not here.portal and settings.policy != "offload":
         _close_unused(awaitable_or_async_fn)
         raise _blocking_in_loop(here, "bridge.block_on", what)
     target = runtime or (here.runtime if here.role != "plain" else None)
@@ -83,6 +83,8 @@ def block_on(
     adapter = get(target)
     context = contextvars.copy_context()
     try:
+        if here.portal:
+            return _through_portal(here, target, adapter, work, context, timeout)
         if here.role == "event_loop":
             # The offload policy: this loop blocks while the target's pet runs
             # the work, under deadlock detection.
@@ -103,6 +105,35 @@ def block_on(
     finally:
         if copy_back:
             copy_context_back(context)
+
+
+def _through_portal(
+    here: Context,
+    target: str,
+    adapter: RuntimeAdapter,
+    work: Callable[[], Awaitable[T]],
+    context: contextvars.Context,
+    timeout: float | None,
+) -> T:
+    """On a loop thread, in a task with a portal: suspend the sync frames and
+    await the work on this very loop (same runtime: no thread, no nested
+    loop), or through adapters.call for another runtime."""
+    from adapters._call import call
+
+    from ._portal import portal_await
+
+    if target == here.runtime:
+        awaitable: Awaitable[T] = InContext(work(), context)  # type: ignore[arg-type]
+    else:
+        awaitable = context.run(call, target, work)
+    if timeout is not None:
+        awaitable = adapter_of(here).timeout(timeout, awaitable)
+    return portal_await(awaitable)
+
+
+def adapter_of(here: Context) -> RuntimeAdapter:
+    assert here.runtime is not None
+    return get(here.runtime)
 
 
 def _close_unused(obj: object) -> None:
@@ -173,12 +204,32 @@ def _blocking_in_loop(here: Context, api: str, what: str) -> BlockingInLoopError
     )
 
 
-def refuse_blocking_here(api: str, what: str) -> None:
-    """Raise ``BlockingInLoopError`` if this thread runs an event loop (and
-    the process did not choose the offload policy)."""
+def refuse_blocking_here(api: str, what: str) -> Context:
+    """Raise ``BlockingInLoopError`` if this thread runs an event loop, in
+    code without a portal (and the process did not choose the offload
+    policy). Returns where we are."""
     here = current_context()
-    if here.role == "event_loop" and settings.policy != "offload":
+    if here.role == "event_loop" and not here.portal and settings.policy != "offload":
         raise _blocking_in_loop(here, api, what)
+    return here
+
+
+def wait_done(here: Context, future: WorkFuture[T], timeout: float | None = None) -> T:
+    """Wait for ``future``: through the portal when this code has one (the
+    loop keeps running, and may well be the one running the work), else by
+    blocking this thread (a wait the deadlock detector sees)."""
+    if not here.portal:
+        return future.result(timeout)
+    from ._portal import portal_await
+
+    adapter = adapter_of(here)
+    awaitable = await_work(adapter, future)
+    if timeout is not None:
+        awaitable = adapter.timeout(timeout, awaitable)
+    try:
+        return portal_await(awaitable)
+    except TimeoutError:
+        raise concurrent.futures.TimeoutError from None
 
 
 def wait_blocking(
@@ -193,10 +244,10 @@ def wait_blocking(
     a bounded wait before ``TimeoutError`` / ``KeyboardInterrupt``. On a loop
     thread it raises ``BlockingInLoopError``, unless the process chose the
     offload policy (then the wait is under deadlock detection)."""
-    refuse_blocking_here(api, what)
+    here = refuse_blocking_here(api, what)
     future = submit()
     try:
-        return future.result(timeout)
+        return wait_done(here, future, timeout)
     except concurrent.futures.TimeoutError:
         if future.done():  # it finished just as the wait gave up
             return future.result()

@@ -19,14 +19,17 @@ any thread. Tokens of the same run compare equal, whichever thread made them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import threading
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
+
+import sniffio
 
 from ._registry import adapter_if_imported
 
@@ -127,6 +130,22 @@ RUN_THREADS: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary(
 
 #: Runs whose end has begun: work cancelled now was cancelled by the run ending.
 RUNS_ENDING: weakref.WeakSet[object] = weakref.WeakSet()
+
+
+#: trio runs started with portals (their system tasks get portals from us).
+PORTAL_RUNS: weakref.WeakSet[object] = weakref.WeakSet()
+
+
+@contextlib.contextmanager
+def owned_run(runtime: str) -> Iterator[None]:
+    """Around a run the library owns on this thread: sniffio agrees with us
+    there (also in loop callbacks, where its own guess fails)."""
+    local = sniffio.thread_local
+    previous, local.name = local.name, runtime
+    try:
+        yield
+    finally:
+        local.name = previous
 
 
 def mark_run_ending(native: object) -> None:

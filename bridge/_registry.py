@@ -81,9 +81,16 @@ class RuntimeAdapter(ABC):
         call (its owner's token where the owner can be known), else None."""
 
     @abstractmethod
-    def run(self, async_fn: Callable[..., Awaitable[T]], *args: Any, **options: Any) -> T:
+    def run(
+        self,
+        async_fn: Callable[..., Awaitable[T]],
+        *args: Any,
+        portals: bool = False,
+        **options: Any,
+    ) -> T:
         """Run ``async_fn(*args)`` as the main task of a new run on this thread,
-        to completion, and return its result (the runtime's own ``run``)."""
+        to completion, and return its result (the runtime's own ``run``).
+        With ``portals``, every task of the run gets a greenlet portal."""
 
     @abstractmethod
     def spawn_work(
@@ -115,6 +122,11 @@ class RuntimeAdapter(ABC):
         let the runtime's own re-entry calls (``trio.from_thread.run``) find
         the owner. Returns the function that undoes it."""
         return _nothing
+
+    @abstractmethod
+    async def timeout(self, seconds: float, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable`` in a task of this runtime; after ``seconds``
+        cancel it, let its cleanup run, and raise the builtin ``TimeoutError``."""
 
     @abstractmethod
     def cancel_exception(self) -> BaseException:
@@ -249,5 +261,5 @@ def adapter_if_imported(name: str) -> RuntimeAdapter | None:
         return None
     try:
         return get(name)
-    except RuntimeUnavailableError:  # a broken install: detection never raises
+    except Exception:  # a broken install or adapter: detection never raises
         return None

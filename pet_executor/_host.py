@@ -31,8 +31,8 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, TypeVar
 
-from bridge._block_on import refuse_blocking_here
-from bridge._context import Token, current_context, mark_pet_thread
+from bridge._block_on import refuse_blocking_here, wait_done
+from bridge._context import Token, current_context, mark_pet_thread, owned_run
 from bridge._errors import Fix, PetClosedError, RunFinishedError
 from bridge._registry import get
 from bridge._work import WorkFuture, as_async_callable, bind_work, describe
@@ -119,7 +119,8 @@ class PetExecutor:
     def _thread_main(self, started: _Started) -> None:
         mark_pet_thread()
         try:
-            self._adapter.run(self._serve, started, **self._options)
+            with owned_run(self.runtime):
+                self._adapter.run(self._serve, started, portals=True, **self._options)
         except BaseException as exc:
             started.error = exc
             self._death = exc
@@ -324,7 +325,7 @@ class _Session:
 
     def request(self, step: Callable[[], Awaitable[T]]) -> T:
         """Run ``step()`` in the session's task and wait for its outcome."""
-        result: T = self._send(step).result()
+        result: T = wait_done(current_context(), self._send(step))
         return result
 
     def end(self, last: Callable[[], Awaitable[object]] | None) -> None:
