@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import contextvars
 import platform
 import sys
@@ -27,7 +26,7 @@ from bridge._context import (
     worker_context,
 )
 from bridge._errors import RunFinishedError
-from bridge._registry import Runner, RuntimeAdapter
+from bridge._registry import Outcome, Runner, RuntimeAdapter
 from bridge._work import InContext, WorkFuture
 
 T = TypeVar("T")
@@ -188,12 +187,7 @@ class AsyncioAdapter(RuntimeAdapter):
         future: WorkFuture[T],
     ) -> None:
         loop: asyncio.AbstractEventLoop = token.native  # type: ignore[assignment]
-        task: asyncio.Task[T]
-        if _TASK_TAKES_CONTEXT:
-            task = loop.create_task(work(), context=context)  # type: ignore[arg-type,call-arg,unused-ignore]
-        else:  # Python 3.10: a task copies the context; run each step in ours
-            coro = InContext(work(), context)  # type: ignore[arg-type]
-            task = loop.create_task(_as_coroutine(lambda: coro, ()))
+        task = _create_task(loop, work, context)
         future.start(token, task.cancel)
         task.add_done_callback(lambda t: _deliver(t, future))
 
@@ -232,6 +226,25 @@ class AsyncioAdapter(RuntimeAdapter):
         return AsyncioToken(native)
 
 
+def _create_task(
+    loop: asyncio.AbstractEventLoop, work: Callable[[], Awaitable[T]], context: contextvars.Context
+) -> asyncio.Task[T]:
+    """A task of ``loop`` running ``work()`` with every step in ``context``."""
+    if _TASK_TAKES_CONTEXT:
+        return loop.create_task(work(), context=context)  # type: ignore[arg-type,call-arg,unused-ignore]
+    # Python 3.10: a task copies the context; run each step in ours.
+    coro = InContext(work(), context)  # type: ignore[arg-type]
+    return loop.create_task(_as_coroutine(lambda: coro, ()))
+
+
+def _stop_loop(task: asyncio.Future[Any]) -> None:
+    task.get_loop().stop()
+
+
+def _nothing() -> None:
+    return None
+
+
 def _deliver(task: asyncio.Task[T], future: WorkFuture[T]) -> None:
     if task.cancelled():
         future.deliver_cancelled("an asyncio task")
@@ -257,53 +270,50 @@ class AsyncioRunner(Runner):
         if debug is not None:
             self._loop.set_debug(debug)
         self._token = AsyncioToken(self._loop)
+        self._task: asyncio.Task[Any] | None = None
 
     @property
     def token(self) -> Token:
         return self._token
 
-    def drive(
+    def run(
         self,
-        start: Callable[[], None] | None,
-        until: WorkFuture[Any],
+        work: Callable[[], Awaitable[T]],
+        context: contextvars.Context,
         deadline: float | None,
         cleanup_s: float,
-    ) -> None:
+    ) -> Outcome:
         loop = self._loop
-        armed = True
-        here = threading.get_ident()
+        task = self._task = _create_task(loop, work, context)
         timer: asyncio.TimerHandle | None = None
-
-        def stop() -> None:
-            # Only ever stop the drive that armed it, while it runs: a stale
-            # stop() would end the next call's run at once.
-            if armed and loop.is_running():
-                loop.stop()
-
-        def on_done(_: object) -> None:
-            if threading.get_ident() == here:
-                stop()
-                return
-            with contextlib.suppress(RuntimeError):  # closed since
-                loop.call_soon_threadsafe(stop)
 
         def on_deadline() -> None:
             nonlocal timer
-            until.cancel()
-            timer = loop.call_later(cleanup_s, stop)
+            task.cancel()
+            timer = loop.call_later(cleanup_s, loop.stop)
 
-        if start is not None:
-            start()
-        until.add_done_callback(on_done)
         if deadline is not None:
             timer = loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()), on_deadline)
+        task.add_done_callback(_stop_loop)
         try:
-            if not until.done():
-                loop.run_forever()
+            loop.run_forever()
         finally:
-            armed = False
+            task.remove_done_callback(_stop_loop)
             if timer is not None:
                 timer.cancel()
+            self._task = None
+        if not task.done():
+            return ("pending", None)
+        if task.cancelled():
+            return ("cancelled", None)
+        error = task.exception()
+        return ("error", error) if error is not None else ("value", task.result())
+
+    def cancel_current(self) -> None:
+        task = self._task
+        if task is not None:
+            task.cancel()
+            self._loop.call_soon_threadsafe(_nothing)  # wake the selector
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from importlib.metadata import version as _dist_version
 from typing import Any, TypeVar
@@ -39,7 +39,7 @@ from bridge._context import (
     worker_context,
 )
 from bridge._errors import RunFinishedError
-from bridge._registry import Runner, RuntimeAdapter
+from bridge._registry import Outcome, Runner, RuntimeAdapter
 from bridge._work import InContext, WorkFuture
 
 T = TypeVar("T")
@@ -181,6 +181,7 @@ class CurioRunner(Runner):
         self._options = options
         self._kernel = curio.Kernel(**options)
         self._token: CurioToken | None = None
+        self._task: Any = None
 
     @property
     def token(self) -> Token:
@@ -190,42 +191,49 @@ class CurioRunner(Runner):
             self._token.paused = True
         return self._token
 
-    def drive(
+    def run(
         self,
-        start: Callable[[], None] | None,
-        until: WorkFuture[Any],
+        work: Callable[[], Awaitable[T]],
+        context: contextvars.Context,
         deadline: float | None,
         cleanup_s: float,
-    ) -> None:
+    ) -> Outcome:
         token = self.token
         assert isinstance(token, CurioToken)
 
-        async def main() -> None:
-            if start is not None:
-                start()
-            if deadline is None:
-                await _future_wait(until)
-                return
+        async def main() -> Outcome:
+            self._task = await curio.current_task()
+            coro: Coroutine[Any, Any, T] = _as_coroutine(InContext(work(), context))  # type: ignore[arg-type]
             try:
+                if deadline is None:
+                    return ("value", await coro)
                 remaining = max(0.0, deadline - time.monotonic())
-                await curio.timeout_after(remaining, _future_wait(until))
-            except curio.TaskTimeout:
-                until.cancel()
-                with contextlib.suppress(curio.TaskTimeout):
-                    await curio.timeout_after(cleanup_s, _future_wait(until))
+                return ("value", await curio.timeout_after(remaining, coro))
+            except (curio.TaskCancelled, curio.TaskTimeout):
+                return ("cancelled", None)
+            except Exception as exc:
+                return ("error", exc)
 
         token.paused = False
         try:
-            self._kernel.run(main)
+            outcome: Outcome = self._kernel.run(main)
         except Exception as exc:
             # The kernel itself crashed (curio raises a foreign trap's error
             # out of the kernel, not into the task): the work gets the error,
             # and the next call gets a new kernel.
-            until.deliver_error(exc)
             _abandon(self._kernel)
             self._kernel, self._token = curio.Kernel(**self._options), None
+            return ("error", exc)
         finally:
             token.paused = True
+            self._task = None
+        return outcome
+
+    def cancel_current(self) -> None:
+        task, token = self._task, self._token
+        if task is not None and token is not None:
+            cancel = self._kernel._traps["trap_cancel_task"]
+            token.run_sync_soon_threadsafe(cancel, task)
 
     def close(self) -> None:
         if self._token is not None:

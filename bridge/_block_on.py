@@ -13,19 +13,20 @@ Where the work runs depends on where the caller is (docs/where.md):
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # the C module: no enum wrapping
 import concurrent.futures
 import contextlib
 import contextvars
-import signal
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, overload
 
 from ._config import settings
 from ._context import Context, Token, current_context
-from ._errors import BlockingInLoopError, Fix
-from ._registry import RuntimeAdapter, get
+from ._errors import BlockingInLoopError, Fix, GuestCancelledError
+from ._foreign import as_delivered
+from ._registry import Runner, RuntimeAdapter, get
 from ._runners import discard_thread_runner, thread_runner
 from ._work import InContext, WorkFuture, as_async_callable, await_work, bind_work, describe
 from ._work import copy_back as copy_context_back
@@ -101,7 +102,7 @@ def block_on(
         runner = thread_runner(target)
         if runner is None:  # trio: a run cannot be resumed on this thread
             return _on_shared_pet(target, work, context, what, timeout)
-        return _drive(target, runner, adapter, work, context, what, timeout)
+        return _drive(target, runner, work, context, what, timeout)
     finally:
         if copy_back:
             copy_context_back(context)
@@ -274,66 +275,72 @@ def _timed_out(future: WorkFuture[Any], what: str, timeout: float | None) -> Tim
 
 def _drive(
     runtime: str,
-    runner: Any,
-    adapter: RuntimeAdapter,
+    runner: Runner,
     work: Callable[[], Awaitable[T]],
     context: contextvars.Context,
     what: str,
     timeout: float | None,
 ) -> T:
     """Run ``work`` on this thread's cached runner of ``runtime``."""
-    token: Token = runner.token
-    future: WorkFuture[T] = WorkFuture(what)
-
-    bind_work(context, future)
-
-    def start() -> None:
-        future.set_running_or_notify_cancel()
-        adapter.spawn_work(token, work, context, future)
-
     deadline = None if timeout is None else time.monotonic() + timeout
-    with _sigint_cancels(future) as interrupted:
-        try:
-            runner.drive(start, future, deadline, CLEANUP_TIMEOUT_S)
-        except KeyboardInterrupt:
-            interrupted.append(True)
-    if interrupted:
+    interrupted = _Interrupted(runner)
+    try:
+        kind, value = runner.run(work, context, deadline, CLEANUP_TIMEOUT_S)
+    except KeyboardInterrupt:  # a second Ctrl-C, straight through the loop
+        interrupted.count += 1
+        kind, value = "pending", None
+    finally:
+        interrupted.restore()
+    if interrupted.count:
         # A runner that a KeyboardInterrupt went through may be mid-step.
         discard_thread_runner(runtime)
         raise KeyboardInterrupt
-    if future.done():
-        if future.cancelled() and deadline is not None and time.monotonic() >= deadline:
-            raise TimeoutError(
-                f"{what} did not finish within {timeout} s; it was cancelled and its cleanup ran."
-            )
-        return future.result()
+    if kind == "value":
+        result: T = value
+        return result
+    if kind == "error":
+        raise as_delivered(value, runtime, what)
+    if kind == "cancelled" and deadline is not None and time.monotonic() >= deadline:
+        raise TimeoutError(
+            f"{what} did not finish within {timeout} s; it was cancelled and its cleanup ran."
+        )
+    if kind == "cancelled":
+        raise GuestCancelledError(
+            f"{what} was cancelled inside its {runtime} run, not by its caller."
+        )
     raise TimeoutError(
         f"{what} did not finish within {timeout} s; it was cancelled and its cleanup "
         f"is still running (it stays pending until the next call on this thread)."
     )
 
 
-@contextlib.contextmanager
-def _sigint_cancels(future: WorkFuture[Any]) -> Iterator[list[bool]]:
+class _Interrupted:
     """While this thread drives a loop: Ctrl-C cancels the work (a second one
     interrupts at once). Only on the main thread, and only when SIGINT has
-    its default handler (the rule asyncio.Runner and trio follow)."""
-    interrupted: list[bool] = []
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):
-        yield interrupted
-        return
+    its default handler (the rule asyncio.Runner and trio follow). Uses the
+    ``_signal`` functions: ``signal.signal`` costs microseconds per call."""
 
-    def on_sigint(signum: int, frame: object) -> None:
-        if interrupted:
+    __slots__ = ("count", "installed", "runner")
+
+    def __init__(self, runner: Runner) -> None:
+        self.count = 0
+        self.runner = runner
+        self.installed = (
+            threading.get_ident() == _MAIN_THREAD_ID
+            and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler
+        )
+        if self.installed:
+            _signal.signal(_signal.SIGINT, self.on_sigint)
+
+    def on_sigint(self, signum: int, frame: object) -> None:
+        self.count += 1
+        if self.count > 1:
             raise KeyboardInterrupt
-        interrupted.append(True)
-        future.cancel()
+        self.runner.cancel_current()
 
-    signal.signal(signal.SIGINT, on_sigint)
-    try:
-        yield interrupted
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    def restore(self) -> None:
+        if self.installed:
+            _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+
+
+_MAIN_THREAD_ID = threading.main_thread().ident

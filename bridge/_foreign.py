@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ._errors import Fix, WrongRuntimeError
 
-__all__ = ("foreign_runtime", "wrong_runtime_error")
+__all__ = ("as_delivered", "foreign_runtime", "wrong_runtime_error")
 
 # (substring of the error message, the runtime it betrays); first match wins.
 _SIGNS: tuple[tuple[str, str], ...] = (
@@ -58,3 +58,10 @@ def wrong_runtime_error(
     wrong.__cause__ = error
     wrong.with_traceback(error.__traceback__)
     return wrong
+
+
+def as_delivered(error: BaseException, runtime: str, what: str) -> BaseException:
+    """``error`` as the caller should see it: a runtime mix-up becomes a
+    ``WrongRuntimeError``; anything else is left as it is."""
+    foreign = foreign_runtime(error, runtime)
+    return error if foreign is None else wrong_runtime_error(error, runtime, foreign, what)

@@ -17,7 +17,7 @@ import sys
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from ._errors import Fix, RuntimeUnavailableError
 
@@ -144,6 +144,11 @@ class RuntimeAdapter(ABC):
         ``TrioToken``, ...), as other libraries (anyio) hand them out."""
 
 
+#: How a runner's call ended: ("value", result), ("error", exception),
+#: ("cancelled", None), or ("pending", None) when its cleanup overran.
+Outcome = tuple[Literal["value", "error", "cancelled", "pending"], Any]
+
+
 class Runner(ABC):
     """A run of one runtime kept on one thread between calls."""
 
@@ -154,18 +159,23 @@ class Runner(ABC):
         (:class:`~bridge.RunFinishedError`), as the run is paused."""
 
     @abstractmethod
-    def drive(
+    def run(
         self,
-        start: Callable[[], None] | None,
-        until: WorkFuture[Any],
+        work: Callable[[], Awaitable[T]],
+        context: contextvars.Context,
         deadline: float | None,
         cleanup_s: float,
-    ) -> None:
-        """Call ``start()`` (which spawns work on this run), then run the loop
-        on this thread until ``until`` is done. At ``deadline``
-        (``time.monotonic()``), cancel ``until`` and keep driving for up to
-        ``cleanup_s`` more seconds while its cleanup runs. Tasks still pending
-        when this returns stay pending until the next call."""
+    ) -> Outcome:
+        """Run ``work()`` as a task of this run, its steps in ``context``,
+        driving the loop on this thread until the task is done. At
+        ``deadline`` (``time.monotonic()``) cancel the task and keep driving
+        for up to ``cleanup_s`` more seconds while its cleanup runs. Tasks
+        still pending when this returns stay pending until the next call."""
+
+    @abstractmethod
+    def cancel_current(self) -> None:
+        """From a signal handler on this thread, during ``run``: cancel the
+        task ``run`` is driving (Ctrl-C), and wake the loop to notice."""
 
     @abstractmethod
     def close(self) -> None:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._context import RUNS_ENDING
 from ._deadlock import CURRENT_WORK, graph
 from ._errors import Fix, GuestCancelledError, RunFinishedError
-from ._foreign import foreign_runtime, wrong_runtime_error
+from ._foreign import as_delivered
 
 if TYPE_CHECKING:
     from ._context import Token
@@ -130,9 +130,7 @@ class WorkFuture(Future[T]):
 
     def deliver_error(self, error: BaseException) -> None:
         if self.runtime is not None:
-            foreign = foreign_runtime(error, self.runtime)
-            if foreign is not None:
-                error = wrong_runtime_error(error, self.runtime, foreign, self.label)
+            error = as_delivered(error, self.runtime, self.label)
         with self._condition:
             if not self.done():
                 self.set_exception(error)
