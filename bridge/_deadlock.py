@@ -36,16 +36,15 @@ CURRENT_WORK: contextvars.ContextVar[Any] = contextvars.ContextVar(
 
 
 class ThreadNode:
-    """A thread, as a node of the graph (one per thread id)."""
+    """A thread, as a node of the graph (one per live thread)."""
 
-    __slots__ = ("ident", "name")
+    __slots__ = ("thread",)
 
-    def __init__(self, ident: int, name: str) -> None:
-        self.ident = ident
-        self.name = name
+    def __init__(self, thread: threading.Thread) -> None:
+        self.thread = thread
 
     def describe(self) -> str:
-        return f"thread {self.name!r}"
+        return f"thread {self.thread.name!r}"
 
 
 class Limiter:
@@ -66,13 +65,13 @@ class WaitGraph:
         self._waits: dict[Any, Any] = {}
         self._threads: dict[int, ThreadNode] = {}
 
-    def thread_node(self, ident: int | None = None) -> ThreadNode:
-        if ident is None:
-            ident = threading.get_ident()
-        node = self._threads.get(ident)
-        if node is None:
-            name = next((t.name for t in threading.enumerate() if t.ident == ident), str(ident))
-            node = self._threads.setdefault(ident, ThreadNode(ident, name))
+    def thread_node(self) -> ThreadNode:
+        """This thread's node (thread ids are reused: a new thread with an old
+        one's id gets a node of its own)."""
+        thread = threading.current_thread()
+        node = self._threads.get(thread.ident)  # type: ignore[arg-type]
+        if node is None or node.thread is not thread:
+            node = self._threads[thread.ident] = ThreadNode(thread)  # type: ignore[index]
         return node
 
     def _successors(self, node: Any, pending: Any) -> tuple[list[Any], bool]:

@@ -432,3 +432,5 @@ _FORK_ORPHANS: list[object] = []
 threading._register_atexit(_close_all_at_exit)  # type: ignore[attr-defined]
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+PetExecutor.__module__ = "pet_executor"  # its public path

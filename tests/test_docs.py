@@ -7,7 +7,15 @@ import pytest
 from bridge._errors import _ALL
 from tests.docs_examples import ROOT, python_blocks, run_blocks
 
-PAGES_WITH_EXAMPLES = ["README.md", "docs/index.md", "docs/detection.md"]
+PAGES_WITH_EXAMPLES = [
+    "README.md",
+    "docs/index.md",
+    "docs/detection.md",
+    "docs/where.md",
+    "docs/spawn_blocking.md",
+    "docs/pets.md",
+    "docs/deadlocks.md",
+]
 
 
 @pytest.mark.parametrize("page", PAGES_WITH_EXAMPLES)

@@ -1,0 +1,296 @@
+"""pet_executor, the project's own runtime, behind the adapter interface.
+
+Our runtime speaks the adapter's language natively: its kernel has a token
+(``run_sync_soon_threadsafe``), its join handles are futures that any waker
+can drive, and a kernel can be driven again and again on one thread (the
+runner for ``block_on``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import contextvars
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _dist_version
+from typing import Any, TypeVar
+
+import pet_executor
+from bridge._context import Context, Token, mark_run_ending, on_pet_thread, seen_run
+from bridge._errors import RunFinishedError
+from bridge._registry import Outcome, Runner, RuntimeAdapter
+from bridge._work import WorkFuture, describe
+from pet_executor import Cancelled, FutureBase, JoinHandle, Poll, Waker, shield
+from pet_executor.lowlevel import Kernel, Timer, current_kernel, current_task_or_none
+
+T = TypeVar("T")
+
+_PENDING = Poll.PENDING
+
+
+def _in_portal() -> bool:
+    # A greenlet portal can exist only once bridge._portal is imported (lazily:
+    # it imports greenlet, which importing bridge must not).
+    portal = sys.modules.get("bridge._portal")
+    return portal is not None and portal.has_portal() is True
+
+
+class _KernelCache(threading.local):
+    # The last kernel seen on this thread and its snapshots (in a task, with
+    # or without a portal, in a callback). A weak reference: a cache must not
+    # keep a finished run alive.
+    kernel_ref: weakref.ref[Kernel] | None = None
+    in_task: Context | None = None
+    in_task_portal: Context | None = None
+    in_callback: Context | None = None
+
+
+class _Deliver(Waker):
+    """Waits on a work task's handle (as any host would: a waker of its own)
+    and reports its end to the work's future, on the kernel's thread."""
+
+    __slots__ = ("_future", "_handle", "_kernel")
+
+    def __init__(self, handle: JoinHandle[T], future: WorkFuture[T], kernel: Kernel) -> None:
+        self._handle = handle
+        self._future = future
+        self._kernel = kernel
+
+    def wake(self) -> None:
+        future = self._future
+        try:
+            result = self._handle.poll(pet_executor.Context(self))
+        except Cancelled:
+            if self._kernel.closing and not future.cancel_requested:
+                future.deliver_error(
+                    RunFinishedError("the pet_executor run ended while the work was running.")
+                )
+            else:
+                future.deliver_cancelled("a pet_executor task")
+        except BaseException as error:
+            future.deliver_error(error)
+        else:
+            if result is not _PENDING:  # a spurious wake: it stays registered
+                future.deliver_value(result.value)
+
+
+class _ConcurrentWait(FutureBase[T]):
+    """Ready when a ``concurrent.futures.Future`` is done (its result, or its
+    error); woken from whichever thread completes it."""
+
+    __slots__ = ("_future", "_registered", "_waker")
+
+    def __init__(self, future: concurrent.futures.Future[T]) -> None:
+        self._future = future
+        self._waker: Waker | None = None
+        self._registered = False
+
+    def poll(self, cx: pet_executor.Context, /) -> Poll[T]:
+        if self._future.done():
+            return Poll(self._future.result())
+        self._waker = cx.waker
+        if not self._registered:
+            self._registered = True
+            self._future.add_done_callback(self._on_done)
+        return _PENDING
+
+    def _on_done(self, _: object) -> None:
+        waker = self._waker
+        if waker is not None:
+            waker.wake()
+
+    def drop(self) -> None:
+        self._waker = None  # concurrent futures cannot forget a callback; it goes quiet
+
+
+class _Settled(_ConcurrentWait[Any]):
+    """Ready when the future is done, whatever its outcome."""
+
+    __slots__ = ()
+
+    def poll(self, cx: pet_executor.Context, /) -> Poll[Any]:
+        if self._future.done():
+            return Poll.ready(None)
+        return super().poll(cx)
+
+
+class PetExecutorRunner(Runner):
+    """A kernel kept on one thread between ``block_on`` calls; paused (its
+    token refusing work) between two runs."""
+
+    def __init__(self, *, clock: pet_executor.Clock | None = None) -> None:
+        self._kernel = Kernel(clock=clock)
+        self._kernel.set_paused(True)
+        self._handle: JoinHandle[Any] | None = None
+
+    @property
+    def token(self) -> Token:
+        return self._kernel.token
+
+    def run(
+        self,
+        work: Callable[[], Awaitable[T]],
+        context: contextvars.Context,
+        deadline: float | None,
+        cleanup_s: float,
+    ) -> Outcome:
+        kernel = self._kernel
+        handle: JoinHandle[T] = kernel.spawn(work, name=describe(work), context=context)
+        self._handle = handle
+        timers: list[Timer] = []
+        # The task's end stops the drive: the kernel polls the handle for us,
+        # with a waker that stops it (on the kernel's thread).
+        done_waker = pet_executor.Context(Waker(kernel.stop))
+
+        def on_deadline() -> None:
+            handle.abort()
+            timers.append(kernel.call_at(kernel.now() + cleanup_s, kernel.stop))
+
+        if deadline is not None:
+            delay = max(0.0, deadline - time.monotonic())
+            timers.append(kernel.call_at(kernel.now() + delay, on_deadline))
+        kernel.set_paused(False)
+        try:
+            if handle.poll(done_waker) is _PENDING:
+                kernel.run_forever()
+        finally:
+            for timer in timers:
+                timer.cancel()
+            handle.drop()
+            kernel.set_paused(True)
+            self._handle = None
+        if not handle.done():
+            handle.detach()  # stays pending until the next call (dropping would abort it)
+            return ("pending", None)
+        try:
+            result = handle.poll(done_waker)
+        except Cancelled:
+            return ("cancelled", None)
+        except BaseException as error:
+            return ("error", error)
+        return ("value", result.value)
+
+    def cancel_current(self) -> None:
+        # Called from a signal handler, between two bytecodes of the loop:
+        # hand the abort to the kernel's own turn (which it also wakes).
+        handle = self._handle
+        if handle is not None:
+            with contextlib.suppress(RunFinishedError):
+                self._kernel.token.run_sync_soon_threadsafe(handle.abort)
+
+    def close(self) -> None:
+        mark_run_ending(self._kernel)  # work cancelled from here on: the run ended
+        self._kernel.close()
+
+
+class PetExecutorAdapter(RuntimeAdapter):
+    name = "pet_executor"
+    module = "pet_executor"
+
+    def __init__(self) -> None:
+        self._cache = _KernelCache()
+
+    def version(self) -> str:
+        try:
+            return _dist_version("runtime-bridge")
+        except PackageNotFoundError:  # pragma: no cover - running from a source tree
+            return "0+unknown"
+
+    def detect_loop(self) -> Context | None:
+        kernel = current_kernel()
+        if kernel is None:
+            return None
+        cache = self._cache
+        ref = cache.kernel_ref
+        if ref is None or ref() is not kernel:
+            common: dict[str, Any] = {
+                "runtime": "pet_executor",
+                "role": "event_loop",
+                "hosted": on_pet_thread(),
+                "token": kernel.token,
+                "can_block": False,
+            }
+            cache.in_task = Context(in_task=True, **common)
+            cache.in_task_portal = Context(in_task=True, portal=True, **common)
+            cache.in_callback = Context(in_task=False, **common)
+            cache.kernel_ref = weakref.ref(kernel)
+            seen_run(kernel)  # the token's thread_ident, for the deadlock detector
+        if current_task_or_none() is None:
+            return cache.in_callback
+        return cache.in_task_portal if _in_portal() else cache.in_task
+
+    def detect_worker(self) -> Context | None:
+        # pet_executor has no offload threads of its own (bridge.spawn_blocking
+        # workers report themselves). When it gains one (a run_in_thread), its
+        # workers will be recognised here, with their kernel's token.
+        return None
+
+    def run(
+        self,
+        async_fn: Callable[..., Awaitable[T]],
+        *args: Any,
+        portals: bool = False,
+        **options: Any,
+    ) -> T:
+        if portals:
+            # Every task's coroutine runs inside a portal, as asyncio's task
+            # factory and curio's task class arrange for theirs.
+            from bridge._portal import with_portal
+
+            options["task_wrapper"] = with_portal
+        return pet_executor.run(async_fn, *args, **options)
+
+    def spawn_work(
+        self,
+        token: Token,
+        work: Callable[[], Awaitable[T]],
+        context: contextvars.Context,
+        future: WorkFuture[T],
+    ) -> None:
+        kernel: Kernel = token.native  # type: ignore[assignment]
+        handle: JoinHandle[T] = kernel.spawn(work, name=describe(work), context=context)
+        future.start(token, handle.abort)
+        # The handle stays alive in the waker's hands (the task holds the
+        # waker) until the task ends and the outcome is delivered.
+        deliver = _Deliver(handle, future, kernel)
+        deliver.wake()  # registers it, or delivers at once if already done
+
+    async def await_future(
+        self, future: concurrent.futures.Future[T], *, abandon_on_cancel: bool = False
+    ) -> T:
+        try:
+            return await _ConcurrentWait(future)
+        except Cancelled:
+            # Ask the work to stop and, unless abandoning it, wait (shielded)
+            # until it has: its cleanup runs before this task finishes cancelling.
+            future.cancel()
+            if not abandon_on_cancel:
+                with shield():
+                    await _Settled(future)
+            raise
+
+    async def timeout(self, seconds: float, awaitable: Awaitable[T]) -> T:
+        with pet_executor.timeout(seconds):
+            return await awaitable
+        raise AssertionError("unreachable: a timeout scope raises, it does not swallow")
+
+    def cancel_exception(self) -> BaseException:
+        return Cancelled()
+
+    def new_runner(self, **options: Any) -> Runner:
+        return PetExecutorRunner(**options)
+
+    def token_for(self, native: Any) -> Token:
+        if not isinstance(native, Kernel):
+            raise TypeError(
+                f"a pet_executor token is made from a pet_executor Kernel, not {native!r}"
+            )
+        return native.token
+
+
+Adapter = PetExecutorAdapter
