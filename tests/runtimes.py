@@ -242,6 +242,59 @@ _CURIO_OFFLOADS = (
 )
 
 
+# --- pet_executor ---------------------------------------------------------
+
+
+def _pet_run(async_fn: Callable[[], Awaitable[T]]) -> T:
+    import pet_executor
+
+    return pet_executor.run(async_fn)
+
+
+async def _pet_callback(fn: SyncFn[T]) -> T:
+    # pet_executor's loop callbacks are the ones its token schedules.
+    import bridge
+    import pet_executor
+
+    token = bridge.current_context().token
+    assert token is not None
+    result: list[T] = []
+    done = pet_executor.Event()
+
+    def cb() -> None:
+        result.append(fn())
+        done.set()
+
+    token.run_sync_soon_threadsafe(cb)
+    await done.wait()
+    return result[0]
+
+
+async def _pet_native() -> object:
+    from pet_executor.lowlevel import current_kernel
+
+    return current_kernel()
+
+
+def _pet_event() -> tuple[Callable[[], None], Callable[[], Awaitable[Any]]]:
+    import pet_executor
+
+    event = pet_executor.Event()
+    return event.set, event.wait
+
+
+async def _pet_sleep(seconds: float) -> None:
+    import pet_executor
+
+    await pet_executor.sleep(seconds)
+
+
+async def _spawn_blocking(fn: SyncFn[T]) -> T:
+    import bridge
+
+    return await bridge.spawn_blocking(fn)
+
+
 _ASYNCIO = {"callback": _asyncio_callback, "native_token": _asyncio_native, "event": _asyncio_event}
 
 DRIVERS: tuple[Driver, ...] = (
@@ -275,6 +328,17 @@ DRIVERS: tuple[Driver, ...] = (
         event=_curio_event,
         sleep=_curio_sleep,
         requires=("curio",),
+    ),
+    Driver(
+        "pet_executor",
+        "pet_executor",
+        _pet_run,
+        callback=_pet_callback,
+        # The runtime has no offload call of its own: the library's is it.
+        offloads=(Offload("bridge.spawn_blocking", True, "pet_executor", _spawn_blocking),),
+        native_token=_pet_native,
+        event=_pet_event,
+        sleep=_pet_sleep,
     ),
 )
 

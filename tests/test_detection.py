@@ -109,7 +109,7 @@ def test_worker_threads_of_the_runtime(driver: Driver) -> None:
         return seen, current_context()
 
     seen, task_ctx = driver.run(main)
-    assert len(seen) == len(driver.offloads) >= 2
+    assert len(seen) == len(driver.offloads) >= 1
     for offload, ctx in seen:
         label = f"{driver.id} / {offload.name}"
         assert ctx.role == "worker", label

@@ -180,6 +180,10 @@ def _task_id(driver: Driver) -> Any:
             import curio
 
             return id(await curio.current_task())
+        if driver.runtime == "pet_executor":
+            import pet_executor
+
+            return id(pet_executor.current_task())
         import asyncio
 
         return id(asyncio.current_task())

@@ -44,15 +44,9 @@ def run_with_portal(driver: Driver, body: Callable[[], Coroutine[Any, Any, Any]]
 
 
 def cancel_exception(driver: Driver) -> type[BaseException]:
-    if driver.runtime == "trio":
-        import trio
+    import adapters
 
-        return trio.Cancelled
-    if driver.runtime == "curio":
-        import curio
-
-        return curio.TaskCancelled  # type: ignore[no-any-return]
-    return asyncio.CancelledError
+    return type(adapters.get(driver.runtime).cancel_exception())
 
 
 async def spawn_then_cancel(
@@ -75,6 +69,17 @@ async def spawn_then_cancel(
         await started()
         await task.cancel()
         return bool(task.cancelled)
+    if driver.runtime == "pet_executor":
+        import pet_executor
+
+        handle = pet_executor.spawn(coro)
+        await started()
+        handle.abort()
+        try:
+            await handle
+        except pet_executor.Cancelled:
+            return True
+        return False  # pragma: no cover - it was not cancelled
     child = asyncio.get_running_loop().create_task(coro)
     await started()
     child.cancel()

@@ -105,24 +105,9 @@ def test_abandon_on_cancel_returns_at_once(driver: Driver) -> None:
 
 
 async def _with_timeout(driver: Driver, seconds: float, awaitable: Any) -> Any:
-    if driver.runtime == "trio":
-        import trio
+    import adapters
 
-        try:
-            with trio.fail_after(seconds):
-                return await awaitable
-        except trio.TooSlowError:
-            raise TimeoutError from None
-    if driver.runtime == "curio":
-        import curio
-
-        try:
-            return await curio.timeout_after(seconds, awaitable)
-        except curio.TaskTimeout:
-            raise TimeoutError from None
-    import asyncio
-
-    return await asyncio.wait_for(awaitable, seconds)
+    return await adapters.get(driver.runtime).timeout(seconds, awaitable)
 
 
 def test_limiter_bounds_concurrency(driver: Driver) -> None:
@@ -162,6 +147,10 @@ async def _gather(driver: Driver, calls: list[Any]) -> None:
         async with curio.TaskGroup() as group:
             for call in calls:
                 await group.spawn(call)
+    elif driver.runtime == "pet_executor":
+        import pet_executor
+
+        await pet_executor.join(*(call() for call in calls))
     else:
         import asyncio
 
