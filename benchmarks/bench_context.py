@@ -125,6 +125,23 @@ def running_curio() -> Callable[[], object]:
     return curio.meta.curio_running  # type: ignore[no-any-return]
 
 
+@context.case(
+    "current_context()  [pet_executor task]",
+    inside="pet_executor",
+    goal=LOOP_GOAL,
+    vs=("kernel_pet",),
+)
+def ctx_pet() -> Callable[[], object]:
+    return _current_context()
+
+
+@context.case("pet_executor.lowlevel.current_kernel()  [pet_executor task]", inside="pet_executor")
+def kernel_pet() -> Callable[[], object]:
+    from pet_executor.lowlevel import current_kernel
+
+    return current_kernel
+
+
 # --- on a plain thread (no loop): the peers raise, callers catch -------------
 # asyncio is imported in all three rows, as in most programs; the bridge
 # consults only the runtimes that are imported.
