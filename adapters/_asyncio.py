@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
+import functools
 import platform
 import sys
 import threading
 import time
-import weakref
+from _thread import get_ident
 from asyncio import current_task
 from asyncio.events import _get_running_loop
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import thread as _cf_thread
 from types import CodeType, FrameType
 from typing import Any, TypeVar
 
 from bridge._context import (
     Context,
+    RunCache,
     Token,
     mark_run_ending,
-    on_pet_thread,
-    seen_run,
     worker_context,
 )
 from bridge._errors import RunFinishedError
@@ -38,6 +39,13 @@ async def _as_coroutine(async_fn: Callable[..., Awaitable[T]], args: tuple[Any, 
 
 # Python 3.11+ runs a task in a given context (so changes land in it).
 _TASK_TAKES_CONTEXT = sys.version_info >= (3, 11)
+# Python 3.12+ can take a task's first step inside its constructor.
+_EAGER_START = sys.version_info >= (3, 12)
+# The task a loop is stepping: before 3.12, current_task() is a Python
+# function around this dict's get.
+_task_of: Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None] = (
+    current_task if _EAGER_START else asyncio.tasks._current_tasks.get  # type: ignore[attr-defined]
+)
 
 # The default executor of an asyncio loop names its threads "asyncio_N", and
 # uvloop's "uvloop_N"; a user's own executor (even if set as the default) does not.
@@ -89,20 +97,7 @@ class AsyncioToken(Token):
             raise RunFinishedError(f"the asyncio loop {loop!r} closed: {exc}.") from None
 
 
-def _in_portal() -> bool:
-    # A greenlet portal can exist only once bridge._portal is imported (lazily:
-    # it imports greenlet, which importing bridge must not).
-    portal = sys.modules.get("bridge._portal")
-    return portal is not None and portal.has_portal() is True
-
-
-class _LoopCache(threading.local):
-    # The last loop seen on this thread and its two snapshots (in a task, in a
-    # callback). A weak reference: a cache must not keep a closed loop alive.
-    loop_ref: weakref.ref[asyncio.AbstractEventLoop] | None = None
-    in_task: Context | None = None
-    in_task_portal: Context | None = None
-    in_callback: Context | None = None
+class _LoopCache(RunCache):
     # For a default-executor worker: its owner's snapshot (the thread serves
     # that loop for life).
     worker: Context | None = None
@@ -122,22 +117,8 @@ class AsyncioAdapter(RuntimeAdapter):
         loop = _get_running_loop()
         if loop is None:
             return None
-        cache = self._cache
-        ref = cache.loop_ref
-        if ref is None or ref() is not loop:
-            token = AsyncioToken(loop)
-            seen_run(loop)
-            hosted = on_pet_thread()
-            common: dict[str, Any] = {"role": "event_loop", "hosted": hosted, "can_block": False}
-            cache.in_task = Context(runtime="asyncio", in_task=True, token=token, **common)
-            cache.in_task_portal = Context(
-                runtime="asyncio", in_task=True, portal=True, token=token, **common
-            )
-            cache.in_callback = Context(runtime="asyncio", in_task=False, token=token, **common)
-            cache.loop_ref = weakref.ref(loop)
-        if current_task(loop) is None:
-            return cache.in_callback
-        return cache.in_task_portal if _in_portal() else cache.in_task
+        snapshots = self._cache.get(loop) or self._cache.store(loop, AsyncioToken(loop))
+        return snapshots.in_callback if current_task(loop) is None else snapshots.task()
 
     def detect_worker(self) -> Context | None:
         thread = threading.current_thread()
@@ -186,29 +167,74 @@ class AsyncioAdapter(RuntimeAdapter):
         context: contextvars.Context,
         future: WorkFuture[T],
     ) -> None:
-        loop: asyncio.AbstractEventLoop = token.native  # type: ignore[assignment]
-        task = _create_task(loop, work, context)
-        future.start(token, task.cancel)
-        task.add_done_callback(lambda t: _deliver(t, future))
+        loop: asyncio.AbstractEventLoop = token._loop  # type: ignore[attr-defined]
+        # What deliver_* read, set before the task's first step (which may
+        # run at once, inside _start_task).
+        future.runtime, future._token = "asyncio", token
+        if future._cancel_requested:
+            # cancel() came between the claim and now: nothing ran yet.
+            future.deliver_cancelled("an asyncio task")
+            return
+        task, stepped = _start_task(loop, _run_work(work, context, future), context)
+        if not stepped:
+            # The first step waits for the loop's next turn; a cancellation
+            # thrown in before it would skip _run_work's body: watch the end.
+            task.add_done_callback(functools.partial(_deliver_unstarted, future))
+        future.start(token, task.cancel)  # once done already, a no-op
 
     async def await_future(
         self, future: concurrent.futures.Future[T], *, abandon_on_cancel: bool = False
     ) -> T:
-        waiter = asyncio.wrap_future(future)
+        if future.done():
+            return _outcome(future)
+        # One loop future, completed by one call_soon_threadsafe from the
+        # future's done callback (directly, when that runs on this loop's
+        # thread). ``wake`` reads ``waiter`` when it runs, on this thread, so a
+        # waiter made anew after a cancellation is the one it completes.
+        loop = asyncio.get_running_loop()
+        task = _task_of(loop)
+        waiter = loop.create_future()
+        loop_thread = get_ident()
+
+        def wake() -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        def wake_now() -> None:
+            # A callback of its own: the task's next step is taken right
+            # here, not on the loop's next turn (see _step_now).
+            if not waiter.done():
+                waiter.set_result(None)
+                if task is not None:
+                    _step_now(loop, task)
+
+        def on_done(_: object) -> None:
+            if get_ident() == loop_thread:
+                wake()
+                return
+            try:  # noqa: SIM105 - contextlib.suppress costs a call, on the worker's side
+                loop.call_soon_threadsafe(wake_now)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+
+        future.add_done_callback(on_done)
         try:
-            return await asyncio.shield(waiter)
+            await waiter
         except asyncio.CancelledError:
             # Ask the work to stop, and (unless abandoning it) wait until it
             # has: its cleanup runs before this task finishes cancelling.
             future.cancel()
-            while not abandon_on_cancel and not waiter.done():
-                try:
-                    await asyncio.shield(waiter)
-                except asyncio.CancelledError:
-                    continue
-                except BaseException:
+            while not abandon_on_cancel:
+                waiter = loop.create_future()
+                if future.done():  # after the new waiter: wake() sees one or the other
                     break
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiter
             raise
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            raise asyncio.CancelledError from None
 
     async def timeout(self, seconds: float, awaitable: Awaitable[T]) -> T:
         try:
@@ -237,23 +263,215 @@ def _create_task(
     return loop.create_task(_as_coroutine(lambda: coro, ()))
 
 
+def _outcome(future: concurrent.futures.Future[T]) -> T:
+    """A done future's result, its cancellation as asyncio's own."""
+    try:
+        return future.result()
+    except concurrent.futures.CancelledError:
+        raise asyncio.CancelledError from None
+
+
+async def _run_work(
+    work: Callable[[], Awaitable[T]], context: contextvars.Context, future: WorkFuture[T]
+) -> None:
+    # The work's task delivers its own outcome, in the step that ends it (no
+    # done callback, so no extra turn of the loop before the caller wakes).
+    try:
+        if _TASK_TAKES_CONTEXT:
+            value = await work()
+        else:  # Python 3.10: the task copied a context; run each step in ours
+            value = await InContext(context.run(work), context)  # type: ignore[arg-type]
+    except asyncio.CancelledError:
+        future.deliver_cancelled("an asyncio task")
+        raise
+    except Exception as error:
+        future.deliver_error(error)  # delivered: the task itself ends quietly
+    except GeneratorExit:
+        # The task was dropped unfinished (its loop closed under it).
+        future.deliver_error(RunFinishedError(f"{future.label}: the asyncio run ended under it."))
+        raise
+    except BaseException as error:  # KeyboardInterrupt, SystemExit: the loop sees them too
+        future.deliver_error(error)
+        raise
+    else:
+        future.deliver_value(value)
+
+
+def _deliver_unstarted(future: WorkFuture[Any], task: asyncio.Task[None]) -> None:
+    # A task cancelled before its first step never ran _run_work's body.
+    if not future.done() and task.cancelled():
+        future.deliver_cancelled("an asyncio task")
+
+
+#: The loop's task factory could not be read (uvloop keeps it private).
+_UNKNOWN_FACTORY: Any = object()
+
+
+def _start_task(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None], context: contextvars.Context
+) -> tuple[asyncio.Task[None], bool]:
+    """A task of ``loop`` for ``coro`` (steps in ``context`` where the Python
+    can), whose first step runs now when it can: one turn of the loop less.
+    Returns the task and whether its first step ran.
+
+    Python 3.12+: ``eager_start``, for a loop without a task factory or with
+    the bridge's portal factory alone (which passes it on). Otherwise (3.10,
+    3.11, a user's factory) the task is made as ``loop.create_task`` makes
+    it, and on asyncio's own loops its first step runs right here instead of
+    on the loop's next turn (see ``_FirstStep``).
+    """
+    factory: Any = getattr(loop, "_task_factory", _UNKNOWN_FACTORY)
+    task: asyncio.Task[None]
+    if _EAGER_START:
+        if factory is _UNKNOWN_FACTORY:
+            factory = type(loop).get_task_factory(loop)
+        if factory is None:
+            task = asyncio.Task(coro, loop=loop, context=context, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+            return task, _get_running_loop() is loop
+        if _takes_eager_start(factory):
+            task = factory(loop, coro, context=context, eager_start=True)
+            return task, _get_running_loop() is loop
+    if (
+        factory is not _UNKNOWN_FACTORY  # asyncio's own loops (not uvloop)
+        and _get_running_loop() is loop
+        and _task_of(loop) is None  # a step inside a step fails
+        and "call_soon" not in vars(loop)
+    ):
+        first = _FirstStep(loop)
+        loop.call_soon = first  # type: ignore[method-assign,assignment]
+        try:
+            if factory is None and _TASK_TAKES_CONTEXT:  # the common case, inline
+                task = asyncio.Task(coro, loop=loop, context=context)  # type: ignore[call-arg,unused-ignore]
+            else:
+                task = _make_task(loop, factory, coro, context)
+        finally:
+            del loop.call_soon
+        return task, first.run(task)
+    task = _make_task(loop, factory, coro, context)
+    return task, _step_now(loop, task)
+
+
+def _make_task(
+    loop: asyncio.AbstractEventLoop,
+    factory: Any,
+    coro: Coroutine[Any, Any, None],
+    context: contextvars.Context,
+) -> asyncio.Task[None]:
+    # As loop.create_task makes it, without its checks (we run on the loop).
+    # Python 3.10 takes no context: its task copies one (see _run_work).
+    task: asyncio.Task[None]
+    if not _TASK_TAKES_CONTEXT:
+        if factory is None:
+            task = asyncio.Task(coro, loop=loop)
+        elif factory is _UNKNOWN_FACTORY:
+            task = loop.create_task(coro)
+        else:
+            task = factory(loop, coro)
+    elif factory is None:
+        task = asyncio.Task(coro, loop=loop, context=context)  # type: ignore[call-arg,unused-ignore]
+    elif factory is _UNKNOWN_FACTORY:
+        task = loop.create_task(coro, context=context)  # type: ignore[call-arg,unused-ignore]
+    else:
+        task = factory(loop, coro, context=context)
+    return task
+
+
+class _FirstStep:
+    """Eager start for the Pythons (and task factories) without it.
+
+    For the length of a work task's constructor, on the loop's thread, an
+    instance stands in for ``loop.call_soon`` (an instance attribute over the
+    class's method): it keeps the first step the constructor queues (a
+    callable bound to a task, called with no arguments) instead of queueing
+    it, and passes any other call on to the real ``call_soon``. ``run`` then
+    takes that step at once, as the loop would have taken it on its next
+    turn, in the task's context; or, if the step is not the new task's or
+    anything else was queued meanwhile, queues it after all, in order.
+    Either way the step runs exactly once. (No handle is made, queued and
+    taken out again: that is the point, a microsecond on Python 3.11.)
+    """
+
+    __slots__ = ("context", "loop", "other", "step")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.step: Callable[[], object] | None = None
+        self.context: contextvars.Context | None = None
+        self.other = False
+
+    def __call__(
+        self, callback: Callable[..., object], *args: Any, context: Any = None
+    ) -> asyncio.Handle | None:
+        if (
+            self.step is None
+            and not args
+            and isinstance(getattr(callback, "__self__", None), asyncio.Task)
+        ):
+            self.step, self.context = callback, context
+            return None  # a task's constructor ignores the handle
+        self.other = True
+        loop = self.loop
+        return type(loop).call_soon(loop, callback, *args, context=context)
+
+    def run(self, task: asyncio.Task[Any]) -> bool:
+        step, context = self.step, self.context
+        if step is None:
+            return False
+        if self.other or getattr(step, "__self__", None) is not task:
+            loop = self.loop
+            type(loop).call_soon(loop, step, context=context)
+            return False
+        if context is None:
+            step()
+        else:
+            context.run(step)
+        return True
+
+
+def _takes_eager_start(factory: Callable[..., object]) -> bool:
+    # The portal factory with no factory of the user's inside hands its
+    # keyword arguments to asyncio.Task.
+    portal = sys.modules.get("bridge._portal")
+    portal_factory = getattr(portal, "_PortalTaskFactory", None)
+    return (
+        portal_factory is not None
+        and type(factory) is portal_factory
+        and getattr(factory, "inner", True) is None
+    )
+
+
+def _step_now(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> bool:
+    """Take the step just queued for ``task`` (by its constructor, or by the
+    future it waited on) now, as the loop would have taken it on its next
+    turn; say whether it did. Eager start, and eager wake-up, for the Pythons
+    and task factories without them: one turn of the loop less.
+
+    Only on asyncio's own loops (their ready queue is the deque ``_ready``),
+    on the loop's thread while no task is stepping (a step inside a step
+    fails), and only when that step is the last callback queued (anything
+    queued after it is left in order). The step leaves the queue before it
+    runs, so it runs exactly once either way.
+    """
+    ready = getattr(loop, "_ready", None)
+    if not ready or _get_running_loop() is not loop or _task_of(loop) is not None:
+        return False
+    handle = ready[-1]
+    if getattr(handle._callback, "__self__", None) is not task:
+        return False
+    try:
+        ready.remove(handle)  # by identity: other threads may append meanwhile
+    except (ValueError, IndexError, RuntimeError):  # pragma: no cover - mutated meanwhile
+        return False
+    handle._run()
+    return True
+
+
 def _stop_loop(task: asyncio.Future[Any]) -> None:
     task.get_loop().stop()
 
 
 def _nothing() -> None:
     return None
-
-
-def _deliver(task: asyncio.Task[T], future: WorkFuture[T]) -> None:
-    if task.cancelled():
-        future.deliver_cancelled("an asyncio task")
-        return
-    error = task.exception()
-    if error is not None:
-        future.deliver_error(error)
-    else:
-        future.deliver_value(task.result())
 
 
 class AsyncioRunner(Runner):

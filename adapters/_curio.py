@@ -15,7 +15,6 @@ import concurrent.futures
 import contextlib
 import contextvars
 import logging
-import sys
 import threading
 import time
 from collections import deque
@@ -32,10 +31,9 @@ from curio.workers import ThreadWorker
 
 from bridge._context import (
     Context,
+    RunCache,
     Token,
     mark_run_ending,
-    on_pet_thread,
-    seen_run,
     worker_context,
 )
 from bridge._errors import RunFinishedError
@@ -261,26 +259,12 @@ def _abandon(kernel: curio.Kernel) -> None:
         task.daemon = True  # likewise each unfinished task's __del__
 
 
-def _in_portal() -> bool:
-    # A greenlet portal can exist only once bridge._portal is imported (lazily:
-    # it imports greenlet, which importing bridge must not).
-    portal = sys.modules.get("bridge._portal")
-    return portal is not None and portal.has_portal() is True
-
-
-class _KernelCache(threading.local):
-    kernel: object = None
-    in_task: Context | None = None
-    in_task_portal: Context | None = None
-    in_callback: Context | None = None
-
-
 class CurioAdapter(RuntimeAdapter):
     name = "curio"
     module = "curio"
 
     def __init__(self) -> None:
-        self._cache = _KernelCache()
+        self._cache = RunCache()
 
     def version(self) -> str:
         return _dist_version("curio")
@@ -292,25 +276,10 @@ class CurioAdapter(RuntimeAdapter):
         )
         if kernel is None:
             return None
-        cache = self._cache
-        if cache.kernel is not kernel:
-            seen_run(kernel)
-            common: dict[str, Any] = {
-                "runtime": "curio",
-                "role": "event_loop",
-                "hosted": on_pet_thread(),
-                "token": kernel_token(kernel),
-                "can_block": False,
-            }
-            # curio itself has no loop callbacks (sync code on the kernel thread
-            # runs in a task's step); callbacks sent through a token are ours.
-            cache.in_task = Context(in_task=True, **common)
-            cache.in_task_portal = Context(in_task=True, portal=True, **common)
-            cache.in_callback = Context(in_task=False, **common)
-            cache.kernel = kernel
-        if _in_callback.flag:
-            return cache.in_callback
-        return cache.in_task_portal if _in_portal() else cache.in_task
+        snapshots = self._cache.get(kernel) or self._cache.store(kernel, kernel_token(kernel))
+        # curio itself has no loop callbacks (sync code on the kernel thread
+        # runs in a task's step); callbacks sent through a token are ours.
+        return snapshots.in_callback if _in_callback.flag else snapshots.task()
 
     def detect_worker(self) -> Context | None:
         async_thread = _curio_thread._locals.__dict__.get("thread")

@@ -11,17 +11,19 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import contextvars
-import sys
-import threading
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _dist_version
 from typing import Any, TypeVar
 
 import pet_executor
-from bridge._context import Context, Token, mark_run_ending, on_pet_thread, seen_run
+from bridge._context import (
+    Context,
+    RunCache,
+    Token,
+    mark_run_ending,
+)
 from bridge._errors import RunFinishedError
 from bridge._registry import Outcome, Runner, RuntimeAdapter
 from bridge._work import WorkFuture, describe
@@ -31,23 +33,6 @@ from pet_executor.lowlevel import Kernel, Timer, current_kernel, current_task_or
 T = TypeVar("T")
 
 _PENDING = Poll.PENDING
-
-
-def _in_portal() -> bool:
-    # A greenlet portal can exist only once bridge._portal is imported (lazily:
-    # it imports greenlet, which importing bridge must not).
-    portal = sys.modules.get("bridge._portal")
-    return portal is not None and portal.has_portal() is True
-
-
-class _KernelCache(threading.local):
-    # The last kernel seen on this thread and its snapshots (in a task, with
-    # or without a portal, in a callback). A weak reference: a cache must not
-    # keep a finished run alive.
-    kernel_ref: weakref.ref[Kernel] | None = None
-    in_task: Context | None = None
-    in_task_portal: Context | None = None
-    in_callback: Context | None = None
 
 
 class _Deliver(Waker):
@@ -193,7 +178,7 @@ class PetExecutorAdapter(RuntimeAdapter):
     module = "pet_executor"
 
     def __init__(self) -> None:
-        self._cache = _KernelCache()
+        self._cache = RunCache()
 
     def version(self) -> str:
         try:
@@ -205,24 +190,8 @@ class PetExecutorAdapter(RuntimeAdapter):
         kernel = current_kernel()
         if kernel is None:
             return None
-        cache = self._cache
-        ref = cache.kernel_ref
-        if ref is None or ref() is not kernel:
-            common: dict[str, Any] = {
-                "runtime": "pet_executor",
-                "role": "event_loop",
-                "hosted": on_pet_thread(),
-                "token": kernel.token,
-                "can_block": False,
-            }
-            cache.in_task = Context(in_task=True, **common)
-            cache.in_task_portal = Context(in_task=True, portal=True, **common)
-            cache.in_callback = Context(in_task=False, **common)
-            cache.kernel_ref = weakref.ref(kernel)
-            seen_run(kernel)  # the token's thread_ident, for the deadlock detector
-        if current_task_or_none() is None:
-            return cache.in_callback
-        return cache.in_task_portal if _in_portal() else cache.in_task
+        snapshots = self._cache.get(kernel) or self._cache.store(kernel, kernel.token)
+        return snapshots.in_callback if current_task_or_none() is None else snapshots.task()
 
     def detect_worker(self) -> Context | None:
         # pet_executor has no offload threads of its own (bridge.spawn_blocking

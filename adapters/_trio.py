@@ -5,8 +5,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import contextvars
-import sys
-import threading
 from collections.abc import Awaitable, Callable
 from importlib.metadata import version as _dist_version
 from typing import Any, NoReturn, TypeVar
@@ -17,7 +15,13 @@ from trio._core._entry_queue import EntryQueue
 from trio._core._run_context import GLOBAL_RUN_CONTEXT
 from trio._threads import PARENT_TASK_DATA
 
-from bridge._context import PORTAL_RUNS, Context, Token, on_pet_thread, seen_run, worker_context
+from bridge._context import (
+    PORTAL_RUNS,
+    Context,
+    RunCache,
+    Token,
+    worker_context,
+)
 from bridge._errors import RunFinishedError
 from bridge._registry import RuntimeAdapter
 from bridge._work import WorkFuture
@@ -71,26 +75,12 @@ def _leave_worker() -> None:
     del PARENT_TASK_DATA.abandon_on_cancel
 
 
-def _in_portal() -> bool:
-    # A greenlet portal can exist only once bridge._portal is imported (lazily:
-    # it imports greenlet, which importing bridge must not).
-    portal = sys.modules.get("bridge._portal")
-    return portal is not None and portal.has_portal() is True
-
-
-class _RunCache(threading.local):
-    runner: object = None
-    in_task: Context | None = None
-    in_task_portal: Context | None = None
-    in_callback: Context | None = None
-
-
 class TrioAdapter(RuntimeAdapter):
     name = "trio"
     module = "trio"
 
     def __init__(self) -> None:
-        self._cache = _RunCache()
+        self._cache = RunCache()
 
     def version(self) -> str:
         return _dist_version("trio")
@@ -105,24 +95,12 @@ class TrioAdapter(RuntimeAdapter):
         task = run.get("task")
         if task is None and runner.is_guest:
             return None  # the host loop's own code, between two guest ticks
-        cache = self._cache
-        if cache.runner is not runner:
-            token = TrioToken(trio.lowlevel.current_trio_token())
-            seen_run(token.native)
-            common: dict[str, Any] = {
-                "runtime": "trio",
-                "role": "event_loop",
-                "hosted": on_pet_thread(),
-                "token": token,
-                "can_block": False,
-            }
-            cache.in_task = Context(in_task=True, **common)
-            cache.in_task_portal = Context(in_task=True, portal=True, **common)
-            cache.in_callback = Context(in_task=False, **common)
-            cache.runner = runner
+        snapshots = self._cache.get(runner) or self._cache.store(
+            runner, TrioToken(trio.lowlevel.current_trio_token())
+        )
         if task is None or getattr(task.coro, "cr_code", None) is _ENTRY_TASK_CODE:
-            return cache.in_callback
-        return cache.in_task_portal if _in_portal() else cache.in_task
+            return snapshots.in_callback
+        return snapshots.task()
 
     def detect_worker(self) -> Context | None:
         token = PARENT_TASK_DATA.__dict__.get("token")

@@ -33,7 +33,7 @@ from ._work import copy_back as copy_context_back
 
 T = TypeVar("T")
 
-__all__ = ("block_on", "submit_to", "wait_blocking")
+__all__ = ("block_on", "submit_to", "wait_blocking", "wait_submitted")
 
 #: How long a timed-out or interrupted call waits for the work's cleanup.
 CLEANUP_TIMEOUT_S = 5.0
@@ -93,11 +93,8 @@ def block_on(
         if here.role == "worker":
             if here.token is not None and here.token.runtime == target:
                 # Back to the loop that owns this worker: objects bound to it work.
-                return wait_blocking(
-                    lambda: submit_to(here.token, adapter, work, context, what),  # type: ignore[arg-type]
-                    timeout=timeout,
-                    what=what,
-                )
+                future = submit_to(here.token, adapter, work, context, what)
+                return wait_submitted(here, future, timeout, what)
             return _on_shared_pet(target, work, context, what, timeout)
         runner = thread_runner(target)
         if runner is None:  # trio: a run cannot be resumed on this thread
@@ -170,16 +167,26 @@ def submit_to(
     future: WorkFuture[T] = WorkFuture(label)
     future.thread_ident = token.thread_ident
     bind_work(context, future)
-
-    def start() -> None:
-        if future.set_running_or_notify_cancel():
-            try:
-                adapter.spawn_work(token, work, context, future)
-            except BaseException as exc:
-                future.deliver_error(exc)
-
-    token.run_sync_soon_threadsafe(start)
+    token.run_sync_soon_threadsafe(_start, token, adapter, work, context, future)
     return future
+
+
+def _start(
+    token: Token,
+    adapter: RuntimeAdapter,
+    work: Callable[[], Awaitable[T]],
+    context: contextvars.Context,
+    future: WorkFuture[T],
+) -> None:
+    # On the run's thread.
+    if future.claim():
+        try:
+            adapter.spawn_work(token, work, context, future)
+        except Exception as exc:
+            future.deliver_error(exc)
+        except BaseException as exc:  # the work's own, from a first step taken at once
+            future.deliver_error(exc)
+            raise
 
 
 def _blocking_in_loop(here: Context, api: str, what: str) -> BlockingInLoopError:
@@ -239,15 +246,25 @@ def wait_blocking(
     timeout: float | None,
     what: str,
     api: str = "a blocking call",
+    here: Context | None = None,
 ) -> T:
     """Submit work to a run on another thread and block this thread until it
     is done. On timeout or Ctrl-C the work is cancelled and its cleanup gets
     a bounded wait before ``TimeoutError`` / ``KeyboardInterrupt``. On a loop
     thread it raises ``BlockingInLoopError``, unless the process chose the
-    offload policy (then the wait is under deadlock detection)."""
-    here = refuse_blocking_here(api, what)
-    future = submit()
+    offload policy (then the wait is under deadlock detection). ``here``: the
+    caller's ``current_context()``, when it has made that check already."""
+    if here is None:
+        here = refuse_blocking_here(api, what)
+    return wait_submitted(here, submit(), timeout, what)
+
+
+def wait_submitted(here: Context, future: WorkFuture[T], timeout: float | None, what: str) -> T:
+    """The wait of :func:`wait_blocking`, for work submitted already by a
+    caller that checked ``refuse_blocking_here``."""
     try:
+        if not here.portal:
+            return future.result(timeout)  # wait_done's own first case, inline
         return wait_done(here, future, timeout)
     except concurrent.futures.TimeoutError:
         if future.done():  # it finished just as the wait gave up

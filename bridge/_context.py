@@ -40,6 +40,8 @@ __all__ = (
     "PLAIN",
     "Context",
     "Role",
+    "RunCache",
+    "RunSnapshots",
     "Token",
     "current_context",
     "current_runtime",
@@ -171,6 +173,14 @@ def mark_pet_thread() -> None:
     _pet_thread.flag = True
 
 
+def in_portal() -> bool:
+    """Whether code here runs in a task with a greenlet portal. A portal can
+    exist only once bridge._portal is imported (lazily: it imports greenlet,
+    which importing bridge must not)."""
+    portal = sys.modules.get("bridge._portal")
+    return portal is not None and portal.has_portal() is True
+
+
 def on_pet_thread() -> bool:
     return _pet_thread.flag
 
@@ -296,6 +306,46 @@ def _anyio_threadlocals() -> object:
     except ImportError:  # pragma: no cover - an anyio without it
         return None
     return threadlocals
+
+
+class RunSnapshots:
+    """The snapshots of one run as seen on its own thread: in a task (with or
+    without a portal) and in a sync callback of the loop. Made once per run
+    and thread; the run is held weakly (a cache must not keep it alive)."""
+
+    __slots__ = ("in_callback", "in_task", "in_task_portal", "run")
+
+    def __init__(self, run: object, token: Token) -> None:
+        seen_run(token.native)
+        common: dict[str, Any] = {
+            "runtime": token.runtime,
+            "role": "event_loop",
+            "hosted": on_pet_thread(),
+            "token": token,
+            "can_block": False,
+        }
+        self.in_task = Context(in_task=True, **common)
+        self.in_task_portal = Context(in_task=True, portal=True, **common)
+        self.in_callback = Context(in_task=False, **common)
+        self.run = weakref.ref(run)
+
+    def task(self) -> Context:
+        """The snapshot for code running in a task."""
+        return self.in_task_portal if in_portal() else self.in_task
+
+
+class RunCache(threading.local):
+    """Per thread: the run last seen here, and its snapshots."""
+
+    snapshots: RunSnapshots | None = None
+
+    def get(self, run: object) -> RunSnapshots | None:
+        snapshots = self.snapshots
+        return snapshots if snapshots is not None and snapshots.run() is run else None
+
+    def store(self, run: object, token: Token) -> RunSnapshots:
+        snapshots = self.snapshots = RunSnapshots(run, token)
+        return snapshots
 
 
 def worker_context(runtime: str, token: Token | None) -> Context:

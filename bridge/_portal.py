@@ -3,47 +3,72 @@
 Theory of operation. A task with a portal does not step its coroutine
 directly. Its top-level coroutine is a *shim* (``_portal_task``) that awaits a
 *driver* generator (``_drive``), and the driver runs every step of the real
-coroutine inside a greenlet of the task's own, the *portal greenlet*
-(``_PortalGreenlet``):
+coroutine inside a *worker*, a greenlet (``_PortalGreenlet``) it takes from
+its thread's pool of idle workers for that step:
 
-    event loop --send/throw--> shim --> driver --switch--> portal greenlet
+    event loop --send/throw--> shim --> driver --switch--> worker (``_work``)
                                                              coro.send(...)
     event loop <--yield------- shim <-- driver <--switch---  (coro yielded)
 
-So every frame the task runs, sync frames called from it included, runs in
-the portal greenlet. ``portal_await(aw)`` called from such a frame steps
-``aw`` right there, with ``send(None)``; an awaitable that finishes without
-suspending costs no switch at all (the fast path). When ``aw`` yields (a
-future, a trio trap, a curio trap), ``portal_await`` switches to the driver
-handing over what was yielded; the driver yields it to the event loop exactly
-as an ``await`` would have, then switches back into the greenlet with the
-loop's answer (a value, or an exception as ``_Thrown``), and ``portal_await``
-feeds it into ``aw``. Nesting (sync -> async -> sync -> ...) is just a deeper
-stack in the same greenlet, and cancellation is the loop's answer like any
-other: thrown into ``aw``, it unwinds through the sync frames and out of the
-task's coroutine.
+So every frame the task runs, sync frames called from it included, runs in a
+worker. ``portal_await(aw)`` called from such a frame steps ``aw`` right
+there, with ``send(None)``; an awaitable that finishes without suspending
+costs no switch at all (the fast path). When ``aw`` yields (a future, a trio
+trap, a curio trap), ``portal_await`` *parks* the worker: it switches to the
+driver handing over what was yielded; the driver yields it to the event loop
+exactly as an ``await`` would have, then switches back into the same worker
+with the loop's answer (a value, or an exception as ``_Thrown``), and
+``portal_await`` feeds it into ``aw``. Nesting (sync -> async -> sync -> ...)
+is just a deeper stack in the same worker, and cancellation is the loop's
+answer like any other: thrown into ``aw``, it unwinds through the sync frames
+and out of the task's coroutine.
+
+A step that ends without parking (the coroutine yielded, returned or raised)
+leaves its worker at the top of its loop, free, and the driver puts it back
+in the pool. So a task holds a greenlet only while sync code of it is
+suspended in ``portal_await``: a task that never is costs a switch into a
+pooled worker and back per step, not a greenlet of its own (making and
+starting one costs several times more), and suspended in a plain ``await``
+it refers to no greenlet at all.
 
 Invariants the code relies on:
 
-- The portal greenlet runs only between the driver's switch into it and its
-  switch back, i.e. only during one step of its own task; so "the current
-  greenlet is a portal greenlet" means "this task has a portal", with no
-  lookup of the current task (``has_portal`` is one ``getcurrent()``).
-- The driver sets the greenlet's parent to the greenlet stepping the task
+- A worker runs only between a driver's switch into it and its switch back,
+  i.e. only during one step of a task with a portal; so "the current
+  greenlet is a worker" means "this task has a portal", with no lookup of
+  the current task (``has_portal`` is one ``getcurrent()``).
+- The driver sets the worker's parent to the greenlet stepping the task
   before every switch: a 3.12 eager task takes its first step inside
-  ``create_task``, possibly inside another task's portal greenlet, and later
-  steps from the loop. Switching "up" is always ``portal.parent.switch``.
-- The greenlet's contextvars context follows the task's (greenlets have a
-  context each): it is set before a switch when the stepping context
-  changed, unless code in the greenlet entered a context of its own
-  (``Context.run``) and is suspended inside it.
+  ``create_task``, possibly inside another task's worker, and later steps
+  from the loop. Switching "up" is always ``parent.switch``.
+- A worker's contextvars context is the task's (greenlets have a context
+  each): the driver gives the worker the stepping context with each step
+  and takes it back when the worker goes back to the pool, so no task's
+  context reaches another task or stays alive in an idle worker. A parked
+  worker's is replaced only when the stepping context changed, and not if
+  code in the step entered a context of its own (``Context.run``) and is
+  suspended inside it.
+- An idle worker keeps nothing of the step it ran: what the step ended with
+  reaches the driver in the worker's ``out`` slot, which the driver empties,
+  not as an argument of the parking switch (that would stay alive as long
+  as the worker idles), and ``_work`` clears its locals before parking.
+- Nothing in a worker's frames refers to the worker itself, so a parked
+  worker whose driver is gone is freed, and greenlet unwinds it
+  (GreenletExit through the task's sync frames), on its own thread.
+- A greenlet keeps the recursion depth of the stack it was started on: the
+  pool keeps only workers started near the bottom of one (``_new_worker``),
+  and at most ``_POOL_LIMIT`` idle ones per thread.
 - Another greenlet library may start greenlets from inside a step (SQLAlchemy's
-  ``greenlet_spawn``). A ``portal_await`` from such a greenlet finds the portal
-  among its parents, checks the portal is inside a step (parked at a switch
+  ``greenlet_spawn``). A ``portal_await`` from such a greenlet finds the worker
+  among its parents, checks the worker is inside a step (parked at a switch
   that is not ours), and hands the driver a ``_Detour`` so the loop's answer
   goes back to that greenlet.
-- Nothing in the portal greenlet's frames refers to the greenlet itself, so a
-  portal whose driver is gone is freed, and greenlet unwinds it.
+- Greenlets run only on their own thread. A finaliser on another thread may
+  close a portal coroutine: the close succeeds at once, and the coroutine's
+  cleanup runs on its own thread later: a parked worker is unwound there
+  once freed; a coroutine with no worker goes to that thread's pool
+  (``doomed``), together with one of its idle workers let go, whose
+  unwinding there closes it (``_close_on_its_thread``).
 
 How tasks get one: ``with_portal(coro)`` wraps a coroutine (awaited inline, or
 as a new task's coroutine); the asyncio task factory, the trio instrument and
@@ -57,13 +82,16 @@ shim that is dropped or cancelled before its first step closes the wrapped
 coroutine through the driver's finaliser, as the bare coroutine would have
 been, without a "never awaited" warning.
 
-Limits. A suspended greenlet is invisible to the cycle collector: a portal task
-abandoned while suspended (never finished nor cancelled, e.g. its loop closed
-with it pending) whose own frames refer back to its task leaks, as with
-greenback. Task stack introspection (asyncio's ``Task.get_stack``, trio's
-``iter_await_frames``) stops at the shim; curio's ``where()`` is unaffected.
-A runtime started inside a portal task's step (a nested run, itself an
-error the bridge reports) would see that task's portal as its own.
+Limits. A parked worker is invisible to the cycle collector: a portal task
+abandoned while suspended in ``portal_await`` (never finished nor cancelled,
+e.g. its loop closed with it pending) whose own frames refer back to its task
+leaks, as with greenback. (Abandoned in a plain ``await``, it is collected,
+but if its shim and coroutine are finalised in the wrong order, the
+coroutine's cleanup runs outside any portal.) Task stack introspection
+(asyncio's ``Task.get_stack``, trio's ``iter_await_frames``) stops at the
+shim; curio's ``where()`` is unaffected. A runtime started inside a portal
+task's step (a nested run, itself an error the bridge reports) would see that
+task's portal as its own.
 
 This module imports greenlet; importing ``bridge`` must not, so nothing imports
 this module at ``import bridge`` time. The adapters find it in ``sys.modules``
@@ -76,12 +104,15 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import sys
+import threading
 import types
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from greenlet import getcurrent  # type: ignore[import-untyped]
+from greenlet import GreenletExit as _GreenletExit  # type: ignore[import-untyped]
+from greenlet import getcurrent
 from greenlet import greenlet as _greenlet
 
 from ._context import current_context
@@ -122,8 +153,8 @@ class _Thrown:
 
 
 class _Detour:
-    """Yielded by a greenlet started inside a step (not the portal greenlet
-    itself): the driver must send the loop's answer back to ``greenlet``."""
+    """Yielded by a greenlet started inside a step (not the worker itself):
+    the driver must send the loop's answer back to ``greenlet``."""
 
     __slots__ = ("greenlet", "value")
 
@@ -135,42 +166,156 @@ class _Detour:
 #: What the driver yields while it is being primed; never reaches a loop.
 _READY = object()
 
+# What a worker switches to its parent with; what goes with it is in ``out``.
+#: The coroutine yielded ``out``: the step is over, the worker is free.
+_STEPPED = object()
+#: The coroutine returned ``out``: the worker is free.
+_RETURNED = object()
+#: The coroutine raised ``out``: the worker is free.
+_RAISED = object()
+#: ``portal_await`` suspends the step on ``out``: the task keeps the worker.
+_PARKED = object()
+
+#: Idle workers kept per thread; more are let go (greenlet unwinds them).
+_POOL_LIMIT = 64
+
 
 class _PortalGreenlet(_greenlet):  # type: ignore[misc]
-    """The greenlet in which one task's coroutine takes all its steps (its
-    type is how ``has_portal`` recognises it)."""
+    """A worker: the greenlet in which steps of portal tasks run (its type is
+    how ``has_portal`` recognises it)."""
 
-    __slots__ = ()
+    __slots__ = ("depth", "lent", "out", "up")
+
+    out: Any  # what the step ended with, for the driver
+    depth: int  # the recursion depth it started at (approximately)
+    # Parked, a greenlet refers to the one it switched to (in its frame's
+    # stack): ``up`` is that one, if a worker, whose ``lent`` counts them.
+    up: _PortalGreenlet | None
+    lent: int
 
 
-def _take_steps(coro: Coroutine[Any, Any, Any], message: object) -> None:
-    """The run of a portal greenlet: started by the driver's first switch, it
-    parks here between two steps. The coroutine's return (StopIteration) or
-    exception leaves it and reaches the driver, the parent, as the exception
-    of its switch().
+class _Pool(list[_PortalGreenlet]):
+    """One thread's idle workers, and the coroutines that other threads left
+    it to close (``doomed``)."""
 
-    Nothing here refers to the greenlet itself (hence ``getcurrent()``, not a
-    method's ``self``): a portal whose driver is gone is then freed, and
-    greenlet unwinds it with GreenletExit, on its own thread.
+    __slots__ = ("doomed",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.doomed: list[Coroutine[Any, Any, Any]] = []
+
+
+class _ThreadPools(threading.local):
+    pool: _Pool
+
+
+_threads = _ThreadPools()
+_NO_POOL = _Pool()  # a driver's pool before its first step
+
+
+def _work(coro: Any, message: object) -> None:
+    """The run of a worker: one step of a task's coroutine per turn of the
+    loop, then it parks, free, until a driver hands it the next one. What
+    the step ended with goes to the driver in ``out``, not as an argument of
+    the parking switch, which would keep it alive as long as the worker
+    idles; for the same reason the locals are cleared before parking.
+
+    Nothing here refers to the greenlet itself (hence ``getcurrent()``): a
+    worker whose owner is gone is freed, and greenlet unwinds it with
+    GreenletExit, on its own thread.
     """
-    send = coro.send
-    throw = coro.throw
     while True:
-        if type(message) is _Thrown:
-            error = message.error
-            message = None
-            try:
-                yielded = throw(error)
-            finally:
-                del error  # no cycle between this frame and a propagating error
+        try:
+            if type(message) is _Thrown:
+                error = message.error
+                message = None
+                try:
+                    if type(error) is GeneratorExit:
+                        # The shim is closed. So is the coroutine, already,
+                        # when both were in a cycle the collector finalised.
+                        coro.close()
+                        raise error
+                    yielded = coro.throw(error)
+                finally:
+                    del error  # no cycle between this frame and a propagating error
+            else:
+                yielded = coro.send(message)
+        except StopIteration as stop:
+            getcurrent().out = stop.value
+            outcome = _RETURNED
+        except _GreenletExit:
+            raise  # unwound: the task that owned this worker is gone
+        except BaseException as exc:
+            getcurrent().out = exc
+            outcome = _RAISED
         else:
-            yielded = send(message)
-        message = getcurrent().parent.switch(yielded)
+            getcurrent().out = yielded
+            outcome = _STEPPED
+        coro = message = yielded = None
+        try:
+            coro, message = getcurrent().parent.switch(outcome)
+        except _GreenletExit:
+            # Let go while idle; close what other threads left to this one.
+            _close_doomed()
+            raise
+
+
+def _new_worker(here: Any) -> tuple[_PortalGreenlet, bool]:
+    """A new worker, and whether the pool may keep it.
+
+    A greenlet keeps the recursion depth of the stack it was started on, so
+    a worker made deep in a stack would leave every later step it runs less
+    room: only workers made near the bottom of a stack are kept.
+    """
+    worker = _PortalGreenlet(_work)
+    worker.up = None
+    worker.lent = 0
+    # Python's recursion depth here, give or take the C calls it counts too:
+    # the frames down to the bottom of this greenlet's stack, plus the depth
+    # the greenlet started at (unknown for another library's greenlet).
+    if type(here) is _PortalGreenlet:
+        depth = here.depth
+    elif here.parent is None:  # the thread's main greenlet
+        depth = 0
+    else:
+        worker.depth = _DEEP
+        return worker, False
+    shallow = sys.getrecursionlimit() // 4
+    frame: types.FrameType | None = sys._getframe(1)
+    while frame is not None and depth <= shallow:
+        depth += 1
+        frame = frame.f_back
+    worker.depth = depth
+    return worker, depth <= shallow
+
+
+_DEEP = sys.maxsize
+
+
+def _close_doomed() -> None:
+    pool = getattr(_threads, "pool", None)
+    if pool is not None:
+        while pool.doomed:
+            pool.doomed.pop().close()
+
+
+def _close_on_its_thread(pool: _Pool, coro: Coroutine[Any, Any, Any]) -> None:
+    """Close ``coro``, whose steps ran on the thread of ``pool``, from another
+    thread: a worker of that thread is let go, and greenlet unwinds it there,
+    the next time that thread runs greenlet code; it closes ``coro`` then."""
+    try:
+        worker = pool.pop()
+    except IndexError:  # that thread is inside steps, or gone: close it here
+        coro.close()
+        return
+    pool.doomed.append(coro)
+    _let_go(worker)
+    del worker
 
 
 @types.coroutine
 def _drive(coro: Coroutine[Any, Any, T], attach: bool) -> Generator[Any, Any, T]:
-    """Step ``coro`` inside a portal greenlet; yield what it yields.
+    """Step ``coro``, each step in a worker; yield what it yields.
 
     Primed by whoever makes it: the first ``yield _READY`` returns the first
     message of the shim's runner. ``attach``: the shim replaces the coroutine
@@ -190,41 +335,138 @@ def _drive(coro: Coroutine[Any, Any, T], attach: bool) -> Generator[Any, Any, T]
     except BaseException as exc:
         message = _Thrown(exc)
 
-    if getcurrent().gr_context is None:
-        # The thread has no current context yet (curio's plain Task steps
-        # outside any Context.run): make it now, or the greenlet would make
-        # a separate one of its own on first use.
-        contextvars.copy_context()
-    portal = _PortalGreenlet(functools.partial(_take_steps, coro))
-    target = portal
-    context_given: object = None
+    pool = _NO_POOL  # the idle workers of the thread of the last step
+    own: Any = None  # the worker the task keeps between two steps, if any
+    target: Any = None  # if ``own`` is parked, where the loop's answer goes
+    # Assigned before they are read: ``given`` (the context ``own`` was
+    # given), ``keep`` (whether the pool may have the worker back).
     while True:
         here = getcurrent()
-        if portal.parent is not here:
-            try:
-                portal.parent = here
-            except ValueError:  # ``here`` is on another thread
-                if type(message) is _Thrown and type(message.error) is GeneratorExit:
-                    # A finaliser on another thread closes the shim: the
-                    # greenlet can only run on its own thread, where greenlet
-                    # kills it once it is freed. The close itself succeeds.
-                    raise message.error from None
-                raise
         context = here.gr_context
-        if context is not context_given and portal.gr_context is context_given:
-            portal.gr_context = context_given = context
-        try:
-            yielded = target.switch(message)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        except BaseException:
-            message = None  # no cycle between this frame and the error
-            raise
-        if type(yielded) is _Detour:
-            target = yielded.greenlet
-            yielded = yielded.value
+        if context is None:
+            # The thread has no current context yet (curio's plain Task steps
+            # outside any Context.run): make it now, so the worker shares it.
+            contextvars.copy_context()
+            context = here.gr_context
+        if own is None:
+            try:
+                local_pool = _threads.pool
+            except AttributeError:
+                local_pool = _threads.pool = _Pool()
+            if local_pool is not pool:
+                if pool is not _NO_POOL and _is_close(message):
+                    # A finaliser on another thread closes the shim: the
+                    # coroutine's cleanup runs on its own thread, later. The
+                    # close itself succeeds.
+                    _close_on_its_thread(pool, coro)
+                    raise message.error from None  # type: ignore[attr-defined]
+                pool = local_pool
+            # (Not ``if pool:``: another thread may pop in between, see
+            # _close_on_its_thread.)
+            try:
+                worker = pool.pop()
+            except IndexError:
+                worker, keep = _new_worker(here)
+            else:
+                keep = True
+                if worker.up is not None:
+                    _resume_up(worker)
+                if worker.parent is not here:
+                    try:
+                        worker.parent = here
+                    except ValueError:  # ``here`` was started by this idle worker
+                        pool.append(worker)
+                        worker, keep = _new_worker(here)
+            worker.gr_context = given = context
+            outcome = worker.switch(coro, message)
         else:
-            target = portal
+            worker = own
+            if worker.up is not None:
+                _resume_up(worker)
+            if worker.parent is not here:
+                try:
+                    worker.parent = here
+                except ValueError:  # ``here`` is on another thread
+                    if _is_close(message):
+                        # As above. A parked worker, once freed, unwinds the
+                        # step there; a kept one hands the coroutine over.
+                        if target is None:
+                            _close_on_its_thread(pool, coro)
+                        raise message.error from None  # type: ignore[attr-defined]
+                    raise
+            if target is None:  # kept, at the top of its loop
+                worker.gr_context = given = context
+                outcome = worker.switch(coro, message)
+            else:
+                if context is not given and worker.gr_context is given:
+                    # Unless code in the step entered a context of its own
+                    # (Context.run) and is suspended inside it.
+                    worker.gr_context = given = context
+                outcome = target.switch(message)
+        if type(here) is _PortalGreenlet:
+            # A step taken inside another task's step (a 3.12 eager task's
+            # first, or a with_portal coroutine awaited inline): ``worker``
+            # must not look like something that refers to ``here`` (see
+            # below): no longer its parent, and counted while its stack does.
+            worker.parent = _root(here)
+            if type(outcome) is not _Detour and not worker.dead:
+                worker.up = here
+                here.lent += 1
+        yielded = worker.out
+        worker.out = None
+        if outcome is _RETURNED or outcome is _STEPPED or outcome is _RAISED:
+            # The step is over; the worker is at the top of its loop.
+            if own is not None:
+                own = target = None
+                if _getrefcount(worker) <= _LOCAL_REFS or _free(worker):
+                    worker.gr_context = None
+                    if keep and len(pool) < _POOL_LIMIT:
+                        pool.append(worker)
+                    else:
+                        _let_go(worker)
+                elif outcome is _STEPPED:
+                    own = worker
+                else:
+                    _retire(worker)
+            elif _getrefcount(worker) <= _LOCAL_REFS or _free(worker):
+                # Back to the pool. Taken from it, or made because it was
+                # empty, it leaves it no larger than the steps running at once.
+                worker.gr_context = None
+                if keep:
+                    pool.append(worker)
+                else:
+                    _let_go(worker)
+            elif outcome is _STEPPED:
+                # Something refers to it: a greenlet that the step started,
+                # whose parent it is, say (SQLAlchemy's greenlet_spawn keeps
+                # one across awaits, and switches back to its parent). It
+                # stays the task's, and takes the next steps too.
+                own = worker
+            else:
+                _retire(worker)
+            if outcome is _RETURNED:
+                del worker, here
+                return yielded  # type: ignore[no-any-return]
+            if outcome is _RAISED:
+                del worker, here
+                message = None  # no cycle between this frame and the error
+                _drop_first_entry(yielded)
+                try:
+                    raise yielded
+                finally:
+                    yielded = None
+        elif outcome is _PARKED:
+            own = target = worker
+        elif type(outcome) is _Detour:
+            own = worker
+            target = outcome.greenlet
+            yielded = outcome.value
+        else:  # the step raised GreenletExit: the worker is dead
+            message = None
+            if isinstance(outcome, BaseException):
+                raise outcome
+            raise RuntimeError(f"a portal worker ended with {outcome!r}")  # pragma: no cover
+        del worker, here  # a suspended task refers to no greenlet but ``own``
         try:
             message = yield yielded
         except BaseException as exc:
@@ -232,6 +474,80 @@ def _drive(coro: Coroutine[Any, Any, T], attach: bool) -> Generator[Any, Any, T]
             # coroutine, wherever it is suspended, so its cleanup runs; if it
             # yields instead, generator.close() raises RuntimeError as usual.
             message = _Thrown(exc)
+
+
+def _free(worker: _PortalGreenlet) -> bool:
+    """Whether nothing refers to ``worker`` but the driver's local and the
+    workers parked inside its steps (which never switch to it)."""
+    return _getrefcount(worker) <= _ARGUMENT_REFS + 2 * worker.lent
+
+
+def _resume_up(worker: _PortalGreenlet) -> None:
+    # ``worker`` is about to run, or to be let go: its stack lets go of ``up``.
+    up = worker.up
+    assert up is not None
+    worker.up = None
+    up.lent -= 1
+
+
+def _let_go(worker: _PortalGreenlet) -> None:
+    # Dropped, ``worker`` is unwound (once freed): account for it now, as its
+    # slots are cleared before greenlet unwinds it.
+    if worker.up is not None:
+        _resume_up(worker)
+
+
+def _root(greenlet: Any) -> Any:
+    while greenlet.parent is not None:
+        greenlet = greenlet.parent
+    return greenlet
+
+
+def _is_close(message: object) -> bool:
+    return type(message) is _Thrown and type(message.error) is GeneratorExit
+
+
+def _retire(worker: _PortalGreenlet) -> None:
+    # A worker that something still refers to, whose task is over: it must
+    # not run anybody's steps, so it ends now (a greenlet it started, if
+    # that ever ends, then returns past it, as to a dead parent).
+    _let_go(worker)
+    worker.parent = getcurrent()
+    worker.throw(_GreenletExit)
+
+
+_getrefcount = sys.getrefcount
+
+
+def _refs_of_a_local() -> int:
+    local = object()
+    return _getrefcount(local)
+
+
+def _refs_of_an_argument() -> int:
+    local = object()
+    return _refs_of(local)
+
+
+def _refs_of(argument: object) -> int:
+    return _getrefcount(argument)
+
+
+#: What ``sys.getrefcount`` says of an object only a local refers to, and
+#: of one only a local refers to, passed to a function, inside it.
+_LOCAL_REFS = _refs_of_a_local()
+_ARGUMENT_REFS = _refs_of_an_argument()
+
+
+def _drop_first_entry(error: object) -> None:
+    # The first entry of the traceback is the worker's own frame, still
+    # running (and soon running other tasks' steps): not part of the story.
+    tb = getattr(error, "__traceback__", None)
+    if tb is not None and tb.tb_frame.f_code is _WORK_CODE:
+        error.__traceback__ = tb.tb_next  # type: ignore[attr-defined]
+
+
+_WORK_CODE = _work.__code__
 
 
 async def _portal_task(driver: Awaitable[T]) -> T:
@@ -248,10 +564,14 @@ def _make_shim(coro: Coroutine[Any, Any, T], *, attach: bool = False) -> Corouti
     driver.send(None)
     shim: Any = _portal_task(driver)
     # Task reprs and "never awaited" warnings name the wrapped coroutine.
-    name = getattr(coro, "__name__", None)
-    if name is not None:
-        shim.__name__ = name
-        shim.__qualname__ = getattr(coro, "__qualname__", name)
+    if type(coro) is _CoroutineType:
+        shim.__name__ = coro.__name__
+        shim.__qualname__ = coro.__qualname__
+    else:
+        name = getattr(coro, "__name__", None)
+        if name is not None:
+            shim.__name__ = name
+            shim.__qualname__ = getattr(coro, "__qualname__", name)
     if attach:
         shim.send(None)
     return shim  # type: ignore[no-any-return]
@@ -319,11 +639,15 @@ def portal_await(awaitable: Awaitable[T]) -> T:
     task has no portal (see :func:`has_portal`).
     """
     current = getcurrent()
-    portal = current if type(current) is _PortalGreenlet else _enclosing_portal(current)
-    if portal is None:
-        if isinstance(awaitable, Coroutine):
-            awaitable.close()  # no "never awaited" warning on top of the error
-        raise _no_portal_error()
+    if type(current) is _PortalGreenlet:
+        # A worker: this frame must not refer to its own greenlet (see _work).
+        current = portal = None
+    else:
+        portal = _enclosing_portal(current)
+        if portal is None:
+            if isinstance(awaitable, Coroutine):
+                awaitable.close()  # no "never awaited" warning on top of the error
+            raise _no_portal_error()
     if type(awaitable) is _CoroutineType:
         step: Any = awaitable
     else:
@@ -333,8 +657,9 @@ def portal_await(awaitable: Awaitable[T]) -> T:
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
     while True:
-        if portal is current:
-            message = portal.parent.switch(yielded)
+        if portal is None:
+            getcurrent().out = yielded
+            message = getcurrent().parent.switch(_PARKED)
         else:
             message = portal.parent.switch(_Detour(current, yielded))
         try:
@@ -351,7 +676,7 @@ def portal_await(awaitable: Awaitable[T]) -> T:
             return stop.value  # type: ignore[no-any-return]
 
 
-_PARKING_CODES = frozenset({_take_steps.__code__, portal_await.__code__})
+_PARKING_CODES = frozenset({_work.__code__, portal_await.__code__})
 
 
 def _as_coroutine(awaitable: Awaitable[T]) -> Coroutine[Any, Any, T]:
@@ -534,23 +859,30 @@ class _PortalTaskFactory:
     """An asyncio task factory that gives each new task a portal, then makes
     the task with ``inner`` (the user's factory) or as asyncio would."""
 
-    __slots__ = ("inner",)
+    __slots__ = ("_make_task", "inner")
 
     def __init__(self, inner: TaskFactory | None) -> None:
         self.inner = inner
+        if inner is None:
+            import asyncio
+
+            self._make_task: Callable[..., asyncio.Future[Any]] = asyncio.Task
+        else:
+            self._make_task = inner
 
     def __call__(
         self, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
     ) -> asyncio.Future[Any]:
         # Not a coroutine: left alone, so the Task constructor raises its own
         # TypeError. Already a shim: another portal factory's work.
-        if isinstance(coro, Coroutine) and not _is_shim(coro):
+        if type(coro) is _CoroutineType:
+            if coro.cr_code is not _SHIM_CODE:
+                coro = _make_shim(coro)
+        elif isinstance(coro, Coroutine) and not _is_shim(coro):
             coro = _make_shim(coro)
-        if self.inner is not None:
-            return self.inner(loop, coro, **kwargs)
-        import asyncio
-
-        return asyncio.Task(coro, loop=loop, **kwargs)
+        if self.inner is None:
+            return self._make_task(coro, loop=loop, **kwargs)
+        return self._make_task(loop, coro, **kwargs)
 
     def __repr__(self) -> str:
         return f"<portal task factory chained to {self.inner!r}>"
@@ -655,13 +987,13 @@ def _prepare_trio() -> None:
     import trio
 
     # trio decides KeyboardInterrupt protection by walking frames up to the
-    # task's coroutine frame, but a portal greenlet's frames end at
-    # _take_steps: mark it unprotected (as user tasks are) so Ctrl-C still
-    # interrupts user code at once, and the driver protected, so it is never
-    # torn between two switches. (A trio that wraps functions instead of
-    # marking their code leaves portal tasks protected: Ctrl-C then waits for
-    # their next checkpoint.)
-    trio.lowlevel.disable_ki_protection(_take_steps)
+    # task's coroutine frame, but a worker's frames end at _work: mark it
+    # unprotected (as user tasks are) so Ctrl-C still interrupts user code at
+    # once, and the driver protected, so it is never torn between two
+    # switches. (A trio that wraps functions instead of marking their code
+    # leaves portal tasks protected: Ctrl-C then waits for their next
+    # checkpoint.)
+    trio.lowlevel.disable_ki_protection(_work)
     trio.lowlevel.enable_ki_protection(_drive)
 
 

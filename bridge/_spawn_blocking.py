@@ -12,17 +12,23 @@ thread-local that names its owner: ``current_context()`` reports
 to the owner's loop; ``check_cancelled()`` reads the job's cancel flag.
 
 Idle threads wait on a lock of their own for the next job and exit after
-``IDLE_TIMEOUT_S`` without one (trio's thread cache is the model).
+``IDLE_TIMEOUT_S`` without one (trio's thread cache is the model). A worker
+puts itself back on the idle list *before* it delivers the job's outcome, so
+that once the owner wakes, the worker has only its wait left to do.
 """
 
 from __future__ import annotations
 
 import contextvars
+import sys
 import threading
+from _thread import get_ident
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
+
+import sniffio
 
 from ._context import Context, Token, anyio_enter_worker, current_context, set_own_worker
 from ._deadlock import CURRENT_WORK, Limiter, graph
@@ -118,53 +124,25 @@ def _run_limiter(token: Token) -> CapacityLimiter:
             if len(_limiters) > 64:  # drop the limiters of runs that are over and idle
                 for old in [t for t, lim in _limiters.items() if lim.statistics()["borrowed"] == 0]:
                     del _limiters[old]
+                _owners.clear()  # its entries name limiters: they look theirs up again
             limiter = _limiters.setdefault(token, CapacityLimiter(DEFAULT_LIMIT))
     return limiter
 
 
-class _Job:
-    __slots__ = ("adapter", "args", "context", "fn", "future", "owner")
-
-    def __init__(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        context: contextvars.Context,
-        future: WorkFuture[Any],
-        owner: Context,
-        adapter: RuntimeAdapter,
-    ) -> None:
-        self.fn, self.args, self.context, self.future = fn, args, context, future
-        self.owner, self.adapter = owner, adapter
-
-    def run(self) -> None:
-        future = self.future
-        if not future.set_running_or_notify_cancel():
-            return
-        # Cancellation of a running job is cooperative: check_cancelled() sees it.
-        future.start(None, _no_op)
-        set_own_worker(self.owner, future)
-        assert self.owner.token is not None
-        leave = self.adapter.enter_worker(self.owner.token)
-        leave_anyio = anyio_enter_worker(self.owner.runtime, self.owner.token)
-        try:
-            result = self.context.run(self.fn, *self.args)
-        except BaseException as exc:
-            future.deliver_error(exc)
-        else:
-            future.deliver_value(result)
-        finally:
-            leave_anyio()
-            leave()
-            set_own_worker(None, None)
-
-
-def _no_op() -> None:
-    return None
+#: A job: (fn, args, context, future, owner's worker snapshot, adapter).
+_Job: TypeAlias = tuple[
+    Callable[..., Any],
+    tuple[Any, ...],
+    contextvars.Context,
+    WorkFuture[Any],
+    Context,
+    RuntimeAdapter,
+]
 
 
 class _Worker:
-    """One cached thread: runs jobs handed over through ``_wake``."""
+    """One cached thread: runs jobs handed over through ``_wake`` (the
+    dispatcher sets ``_job``, then releases ``_wake``)."""
 
     __slots__ = ("_job", "_wake")
 
@@ -174,43 +152,73 @@ class _Worker:
         self._wake.acquire()
         threading.Thread(target=self._loop, name="bridge-worker", daemon=True).start()
 
-    def hand(self, job: _Job) -> None:
-        self._job = job
-        self._wake.release()
-
     def _loop(self) -> None:
         while True:
             job = self._job
             assert job is not None
             self._job = None
-            job.run()
-            del job
-            with _idle_lock:
+            fn, args, context, future, owner, adapter = job
+            if future.claim():  # else cancelled before it started
+                try:
+                    ok, outcome = True, _run(fn, args, context, future, owner, adapter)
+                except BaseException as exc:
+                    ok, outcome = False, exc
+                # Idle first, then deliver: once the owner wakes, all this
+                # thread has left to do is its wait for the next job.
                 _idle.append(self)
+                if ok:
+                    future.deliver_value(outcome)
+                else:
+                    future.deliver_error(outcome)
+                del outcome
+            else:
+                _idle.append(self)
+            del job, fn, args, context, future, owner, adapter
             if self._wake.acquire(timeout=IDLE_TIMEOUT_S):
                 continue
-            with _idle_lock:
-                try:
-                    _idle.remove(self)
-                except ValueError:
-                    # A job was handed over just as the wait timed out.
-                    pass
-                else:
-                    return
-            self._wake.acquire()
+            try:
+                _idle.remove(self)  # atomic: a dispatcher pops atomically too
+            except ValueError:
+                # A job was handed over just as the wait timed out.
+                self._wake.acquire()
+            else:
+                return
 
 
-_idle_lock = threading.Lock()
+def _run(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    context: contextvars.Context,
+    future: WorkFuture[Any],
+    owner: Context,
+    adapter: RuntimeAdapter,
+) -> Any:
+    """Run a job on this worker thread, as its owner's worker."""
+    # Cancellation of a running job is cooperative: check_cancelled() sees it.
+    future.thread_ident = get_ident()
+    token = owner.token
+    assert token is not None
+    set_own_worker(owner, future)
+    # The hooks, only where they do something (most adapters have none).
+    leave = None
+    if type(adapter).enter_worker is not RuntimeAdapter.enter_worker:
+        leave = adapter.enter_worker(token)
+    leave_anyio = None
+    if "anyio" in sys.modules:
+        leave_anyio = anyio_enter_worker(owner.runtime, token)
+    try:
+        return context.run(fn, *args)
+    finally:
+        if leave_anyio is not None:
+            leave_anyio()
+        if leave is not None:
+            leave()
+        set_own_worker(None, None)
+
+
+#: Idle workers. ``append``, ``pop`` and ``remove`` are each atomic: a worker
+#: is either popped by one dispatcher or removes itself when it expires.
 _idle: list[_Worker] = []
-
-
-def _dispatch(job: _Job) -> None:
-    with _idle_lock:
-        worker = _idle.pop() if _idle else None
-    if worker is None:
-        _Worker(job)
-    else:
-        worker.hand(job)
 
 
 async def spawn_blocking(
@@ -233,17 +241,28 @@ async def spawn_blocking(
             f"this thread is {here.role}.",
             fixes=(Fix(f"await bridge.spawn_blocking({describe(fn)})", f"{describe(fn)}()"),),
         )
-    adapter = get(here.runtime)
-    limiter = limiter or _run_limiter(here.token)
-    await limiter.acquire(adapter)
+    entry = _owners.get(id(here))
+    if entry is None or entry[0] is not here:
+        entry = _owner_entry(here)
+    _, owner, adapter, run_limiter = entry
+    limiter = limiter or run_limiter
+    if not limiter.try_acquire():
+        await limiter.acquire(adapter)
     try:
         future: WorkFuture[T] = WorkFuture(describe(fn))
         context = contextvars.copy_context()
-        context.run(_reset_async_marker)
-        owner = Context(runtime=here.runtime, role="worker", hosted=here.hosted, token=here.token)
+        # The copied context came from a task; inside the worker no loop runs.
+        context.run(_ASYNC_MARKER.set, None)
         graph.hold(limiter.node, future)
         try:
-            _dispatch(_Job(fn, args, context, future, owner, adapter))
+            job: _Job = (fn, args, context, future, owner, adapter)
+            try:  # an idle worker (popped atomically), or a new one
+                worker = _idle.pop()
+            except IndexError:
+                _Worker(job)
+            else:
+                worker._job = job
+                worker._wake.release()
             return await adapter.await_future(future, abandon_on_cancel=abandon_on_cancel)
         finally:
             graph.release(limiter.node, future)
@@ -251,11 +270,23 @@ async def spawn_blocking(
         limiter.release()
 
 
-def _reset_async_marker() -> None:
-    # The copied context came from a task; inside the worker no loop runs.
-    import sniffio
+_ASYNC_MARKER = sniffio.current_async_library_cvar
 
-    sniffio.current_async_library_cvar.set(None)
+#: Per snapshot of a loop thread (``current_context()``'s, cached per run):
+#: (that snapshot, its workers' snapshot, the adapter, the run's limiter).
+#: Keyed by id, checked by identity; bounded.
+_owners: dict[int, tuple[Context, Context, RuntimeAdapter, CapacityLimiter]] = {}
+
+
+def _owner_entry(here: Context) -> tuple[Context, Context, RuntimeAdapter, CapacityLimiter]:
+    assert here.token is not None
+    assert here.runtime is not None
+    owner = Context(runtime=here.runtime, role="worker", hosted=here.hosted, token=here.token)
+    entry = (here, owner, get(here.runtime), _run_limiter(here.token))
+    if len(_owners) >= 256:
+        _owners.clear()  # snapshots of runs long over
+    _owners[id(here)] = entry
+    return entry
 
 
 def check_cancelled() -> None:

@@ -22,11 +22,25 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import inspect
 import threading
+from _thread import RLock as _RLock
+from _thread import allocate_lock as _allocate_lock
+from _thread import get_ident as _get_ident
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from concurrent.futures import Future
-from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, PENDING
+from concurrent.futures._base import (
+    CANCELLED,
+    CANCELLED_AND_NOTIFIED,
+    FINISHED,
+    PENDING,
+    RUNNING,
+    InvalidStateError,
+)
+from concurrent.futures._base import LOGGER as _LOGGER
+from inspect import CO_COROUTINE
+from types import FunctionType, MethodType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._context import RUNS_ENDING
@@ -56,33 +70,112 @@ class WorkFuture(Future[T]):
 
     ``cancel()`` requests cancellation of the task; the future ends cancelled
     only after the task's cleanup ran.
+
+    Built for the hot path. ``Future``'s condition is made only when something
+    asks for it (``concurrent.futures.wait``, ``as_completed``, ``Future``'s
+    own ``exception()``...): this class's own methods take the condition's
+    lock (``_mutex``) directly, and a blocking ``result()`` waits on a lock of
+    its own that every way of ending releases, together with the condition's
+    waiters, if any. The state, outcome and waiter fields are ``Future``'s own,
+    so everything written for ``concurrent.futures`` keeps working. Every
+    field, ``Future``'s included, is a slot: no instance dict is ever made.
     """
 
+    __slots__ = (
+        "_blocked",
+        "_cancel_requested",
+        "_canceller",
+        "_close_error",
+        "_cond",
+        "_done_callbacks",
+        "_exception",
+        "_mutex",
+        "_pending_in",
+        "_result",
+        "_state",
+        "_token",
+        "_waiters",
+        "label",
+        "runtime",
+        "thread_ident",
+    )
+
     def __init__(self, label: str = "work") -> None:
-        super().__init__()
+        # Future.__init__, less the condition (see ``_condition``).
+        self._cond: threading.Condition | None = None
+        self._mutex = _RLock()
+        self._state = PENDING
+        self._result: T | None = None
+        self._exception: BaseException | None = None
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Callable[[Future[T]], object]] = []
+        #: Locks of threads blocked in result(), released when it is done.
+        self._blocked: list[Any] = []
         self.label = label
         self._token: Token | None = None
         self._canceller: Callable[[], object] | None = None
         self._cancel_requested = False
         self._close_error: BaseException | None = None
+        #: A set this future leaves once done (a pet's pending calls).
+        self._pending_in: set[WorkFuture[Any]] | None = None
         #: The thread that runs the work (a loop's, or a worker's): set at start.
         self.thread_ident: int | None = None
         #: The runtime that runs the work, when it is async work.
         self.runtime: str | None = None
 
+    @property
+    def _condition(self) -> threading.Condition:  # type: ignore[override]
+        """``Future``'s condition, made on first use around ``_mutex`` (one
+        per future even when threads race to make it)."""
+        condition = self._cond
+        if condition is None:
+            with self._mutex:
+                condition = self._cond
+                if condition is None:
+                    condition = self._cond = threading.Condition(self._mutex)
+        return condition
+
+    def done(self) -> bool:
+        return self._state in _OVER
+
+    def cancelled(self) -> bool:
+        return self._state in _CANCELLED
+
+    def add_done_callback(self, fn: Callable[[Future[T]], object]) -> None:
+        with self._mutex:
+            if self._state not in _OVER:
+                self._done_callbacks.append(fn)
+                return
+        try:
+            fn(self)
+        except Exception:
+            _LOGGER.exception("exception calling callback for %r", self)
+
+    def set_running_or_notify_cancel(self) -> bool:
+        with self._mutex:
+            if self._state in (PENDING, CANCELLED):
+                return self.claim()
+        return super().set_running_or_notify_cancel()  # raises, as Future's does
+
     # -- the caller's side -----------------------------------------------
 
     def cancel(self) -> bool:
-        with self._condition:
-            if self._state == PENDING:
+        with self._mutex:
+            state = self._state
+            if state == PENDING:
                 # Not started: nothing ran, nothing to clean up.
-                return super().cancel()
-            if self._state in (CANCELLED_AND_NOTIFIED, FINISHED) or self.cancelled():
+                self._state = CANCELLED
+                self._notify()
+            elif state in _OVER:
                 return False
-            if self._cancel_requested:
-                return True
-            self._cancel_requested = True
-            canceller, token = self._canceller, self._token
+            else:
+                if self._cancel_requested:
+                    return True
+                self._cancel_requested = True
+                canceller, token = self._canceller, self._token
+        if state == PENDING:
+            self._invoke_callbacks()
+            return True
         if canceller is not None and token is not None:
             # A run that is over delivers the outcome through its close path.
             with contextlib.suppress(RunFinishedError):
@@ -97,43 +190,132 @@ class WorkFuture(Future[T]):
         """As ``concurrent.futures.Future.result``; the wait is one the
         deadlock detector sees (waiting on the thread that must run the work
         raises ``DeadlockError`` instead of hanging)."""
-        if self.done():
-            return super().result()
-        thread = graph.thread_node()
-        graph.begin(thread, self, f"waiting for {self.label}")
+        if self._state not in _OVER:
+            thread = graph.thread_node()
+            graph.begin(thread, self, f"waiting for {self.label}")
+            try:
+                self._wait(timeout)
+            finally:
+                graph.end(thread)
+        if self._state == FINISHED and self._exception is None:
+            return self._result  # type: ignore[return-value]
+        return super().result(0)  # an error, a cancellation, or a timeout
+
+    def _wait(self, timeout: float | None) -> None:
+        # Block on a lock of our own, released by whichever way of ending
+        # comes (see _notify). Once done, a future stays done: nothing to
+        # re-check under the lock afterwards.
+        waiter = _allocate_lock()
+        waiter.acquire()
+        mutex = self._mutex
+        with mutex:
+            if self._state in _OVER:
+                return
+            blocked = self._blocked
+            blocked.append(waiter)
+        got = False
         try:
-            return super().result(timeout)
+            if timeout is None:
+                got = waiter.acquire()
+            elif timeout > 0:
+                got = waiter.acquire(True, timeout)
         finally:
-            graph.end(thread)
+            if not got:  # timed out, or interrupted (Ctrl-C): leave the list
+                with mutex, contextlib.suppress(ValueError):
+                    blocked.remove(waiter)
 
     def describe(self) -> str:
         return f"work {self.label!r}"
 
     # -- the run's side (called on the run's thread) ----------------------
 
+    def claim(self) -> bool:
+        """``set_running_or_notify_cancel`` that also answers False, instead
+        of raising, for a future that is done already (failed by a close)."""
+        with self._mutex:
+            state = self._state
+            if state == PENDING:
+                self._state = RUNNING
+                return True
+            if state == CANCELLED:
+                self._state = CANCELLED_AND_NOTIFIED
+                for waiter in self._waiters:
+                    waiter.add_cancelled(self)
+            return False
+
     def start(self, token: Token | None, canceller: Callable[[], object]) -> None:
         """The task started; ``canceller()`` (run's thread) cancels it."""
-        self.thread_ident = threading.get_ident()
+        self.thread_ident = _get_ident()
         if token is not None:
             self.runtime = token.runtime
-        with self._condition:
+        with self._mutex:
+            if self._state in _OVER:
+                return  # ended already (its first step ran at once): no canceller
             self._token = token
             self._canceller = canceller
             requested = self._cancel_requested
         if requested:  # cancel() came between set_running and now
             canceller()
 
+    def set_result(self, result: T) -> None:
+        with self._mutex:
+            if self._state in _OVER:
+                raise InvalidStateError(f"{self._state}: {self!r}")
+            self._result = result
+            self._state = FINISHED
+            for waiter in self._waiters:
+                waiter.add_result(self)
+            self._notify()
+        self._invoke_callbacks()
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        with self._mutex:
+            if self._state in _OVER:
+                raise InvalidStateError(f"{self._state}: {self!r}")
+            self._exception = exception
+            self._state = FINISHED
+            for waiter in self._waiters:
+                waiter.add_exception(self)
+            self._notify()
+        self._invoke_callbacks()
+
     def deliver_value(self, value: T) -> None:
-        with self._condition:  # check-and-set: another thread may deliver too
-            if not self.done():
-                self.set_result(value)
+        with self._mutex:  # check-and-set: another thread may deliver too
+            if self._state in _OVER:
+                return
+            self._result = value
+            self._state = FINISHED
+            if self._waiters:
+                for waiter in self._waiters:
+                    waiter.add_result(self)
+            blocked = self._blocked
+            while blocked:
+                blocked.pop().release()
+            if self._cond is not None:  # someone made the condition: its waiters too
+                _notify_all(self._cond)
+        # _invoke_callbacks, inline: this is the hottest way of ending.
+        self._canceller = None
+        pending = self._pending_in
+        if pending is not None:
+            pending.discard(self)
+        for callback in self._done_callbacks:
+            try:
+                callback(self)
+            except Exception:
+                _LOGGER.exception("exception calling callback for %r", self)
 
     def deliver_error(self, error: BaseException) -> None:
         if self.runtime is not None:
             error = as_delivered(error, self.runtime, self.label)
-        with self._condition:
-            if not self.done():
-                self.set_exception(error)
+        with self._mutex:
+            if self._state in _OVER:
+                return
+            self._exception = error
+            self._state = FINISHED
+            for waiter in self._waiters:
+                waiter.add_exception(self)
+            self._notify()
+        self._invoke_callbacks()
 
     def deliver_cancelled(self, where: str) -> None:
         """The task ended cancelled; ``where`` names the run, for the message."""
@@ -155,10 +337,10 @@ class WorkFuture(Future[T]):
     def cancel_for_close(self, error: BaseException) -> None:
         """The run is closing: cancel the task, and end with ``error`` (not a
         cancellation: the caller did not ask for one) once its cleanup ran."""
-        with self._condition:
+        with self._mutex:
             self._close_error = error
             if self._state == PENDING:
-                self.set_running_or_notify_cancel()
+                self._state = RUNNING
                 self.set_exception(error)
                 return
         self.cancel()
@@ -166,14 +348,53 @@ class WorkFuture(Future[T]):
     def _set_cancelled(self) -> None:
         # concurrent.futures only lets a PENDING future be cancelled; this one
         # was RUNNING, and its task has now finished cancelling.
-        with self._condition:
-            if self._state in (CANCELLED_AND_NOTIFIED, FINISHED):
+        with self._mutex:
+            if self._state in _OVER:
                 return
             self._state = CANCELLED_AND_NOTIFIED
             for waiter in self._waiters:
                 waiter.add_cancelled(self)
-            self._condition.notify_all()
-        self._invoke_callbacks()  # type: ignore[attr-defined]
+            self._notify()
+        self._invoke_callbacks()
+
+    def _notify(self) -> None:
+        # With _mutex held, the future just ended: wake every blocked thread.
+        blocked = self._blocked
+        while blocked:
+            blocked.pop().release()
+        condition = self._cond
+        if condition is not None:
+            _notify_all(condition)
+
+    def _invoke_callbacks(self) -> None:
+        # Every way of ending comes through here. The canceller (the task,
+        # whose context names this future as its work) is dropped: no
+        # reference cycle is left for the cycle collector.
+        self._canceller = None
+        pending = self._pending_in
+        if pending is not None:
+            pending.discard(self)
+        for callback in self._done_callbacks:
+            try:
+                callback(self)
+            except Exception:
+                _LOGGER.exception("exception calling callback for %r", self)
+
+
+#: The states a future never leaves, and its cancelled states.
+_OVER = frozenset({CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED})
+_CANCELLED = frozenset({CANCELLED, CANCELLED_AND_NOTIFIED})
+
+
+def _notify_all(condition: threading.Condition) -> None:
+    # Condition.notify_all, inline (its lock is held): release every waiter.
+    waiters: Any = condition._waiters  # type: ignore[attr-defined]
+    while waiters:
+        waiter = waiters.popleft()
+        try:  # noqa: SIM105 - contextlib.suppress costs a call per waiter
+            waiter.release()
+        except RuntimeError:  # released already (gh-92530)
+            pass
 
 
 def describe(obj: object) -> str:
@@ -250,6 +471,13 @@ def as_async_callable(
     """Normalise ``block_on``'s first arguments (an awaitable, or an async
     function and its arguments) to a zero-argument callable that returns a
     coroutine. Raises ``TypeError`` saying what it got and the corrected call."""
+    kind = type(fn_or_awaitable)
+    if kind is FunctionType or kind is MethodType:
+        # The common case, an ``async def`` function: calling it is the work.
+        code = getattr(fn_or_awaitable, "__code__", None)
+        if code is not None and code.co_flags & CO_COROUTINE:
+            async_fn: Any = fn_or_awaitable
+            return functools.partial(async_fn, *args) if args else async_fn
     if inspect.isawaitable(fn_or_awaitable):
         if args:
             raise TypeError(

@@ -4,8 +4,23 @@ Theory of operation. A ``PetExecutor`` starts its thread lazily, on the first
 call. The thread runs ``adapter.run(self._serve)``: the run's main task
 publishes the run's token, then waits for the stop signal (a
 ``concurrent.futures.Future``). Every call is a :class:`WorkFuture` put in
-``_pending`` and handed to the run through the token; on the pet's thread,
-``_start_work`` starts it as a task of its own (``adapter.spawn_work``).
+its run's ``pending`` set (it leaves the set when done) and in the run's
+inbox; the call that finds the inbox idle schedules one ``_drain`` through
+the token, and on the pet's thread ``_drain`` starts everything the inbox
+holds, each as a task of its own (``adapter.spawn_work``). Many callers at
+once: one wake-up of the loop for a batch of calls.
+
+No call is stranded in the inbox: ``_drain`` clears the run's ``scheduled``
+flag *before* it empties the inbox, and a caller appends *before* it reads
+the flag, so (the GIL orders the two threads' steps) either the caller sees
+the flag clear and schedules a drain, or a drain still to run will find its
+call. When the run ends, the pet marks it closed (``open``) *before* its
+thread takes its last look at the run's pending calls, and a caller looks at
+that mark *after* adding its call: either the thread's last look finds the
+call, or the caller sees the mark and fails the call itself. A run marked
+closed takes no new calls: the next call starts a new run (on a new thread),
+even while the old run's thread still winds down; each run fails only its
+own leftovers.
 
 Exactly one outcome per call, whatever happens:
 - the task ends: its value, error or (requested) cancellation;
@@ -31,11 +46,12 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, TypeVar
 
-from bridge._block_on import refuse_blocking_here, wait_done
+from bridge._block_on import refuse_blocking_here, wait_done, wait_submitted
 from bridge._context import Token, current_context, mark_pet_thread, owned_run
+from bridge._deadlock import CURRENT_WORK
 from bridge._errors import Fix, PetClosedError, RunFinishedError
 from bridge._registry import get
-from bridge._work import WorkFuture, as_async_callable, bind_work, describe
+from bridge._work import WorkFuture, as_async_callable, describe
 
 T = TypeVar("T")
 
@@ -55,8 +71,25 @@ class _Started:
 
     def __init__(self) -> None:
         self.event = threading.Event()
-        self.token: Token | None = None
+        self.run: _Run | None = None
         self.error: BaseException | None = None
+
+
+class _Run:
+    """One run of a pet, as its callers see it: the token, its pending calls,
+    the inbox of calls not started yet, whether a ``_drain`` is scheduled,
+    and whether the run still takes calls (cleared when it starts to end)."""
+
+    __slots__ = ("inbox", "open", "pending", "scheduled", "thread_ident", "token")
+
+    def __init__(self, token: Token, thread_ident: int) -> None:
+        self.token = token
+        self.thread_ident = thread_ident
+        self.pending: set[WorkFuture[Any]] = set()
+        self.inbox: deque[tuple[Callable[[], Awaitable[Any]], contextvars.Context, WorkFuture[Any]]]
+        self.inbox = deque()
+        self.scheduled = False
+        self.open = True
 
 
 class PetExecutor:
@@ -77,9 +110,11 @@ class PetExecutor:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._token: Token | None = None
+        self._run: _Run | None = None
         self._stop: WorkFuture[float] | None = None
-        self._pending: set[WorkFuture[Any]] = set()
         self._death: BaseException | None = None
+        self._submit_api = f"{type(self).__name__}.submit"
+        self._call_api = f"{self.name}.call"
         _live.add(self)
 
     def __repr__(self) -> str:
@@ -95,64 +130,76 @@ class PetExecutor:
     def _running(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and self._token is not None
 
-    def _ensure_started(self) -> Token:
+    def _ensure_started(self) -> _Run:
+        run = self._run
+        if run is not None and run.open and not self._closed:
+            return run  # the common case: no lock
         with self._lock:
             if self._closed:
                 raise self._closed_error("the pet is closed")
-            if self._running():
-                assert self._token is not None
-                return self._token
+            if self._running() and self._run is not None and self._run.open:
+                return self._run
             started = _Started()
             thread = threading.Thread(
                 target=self._thread_main, args=(started,), name=self.name, daemon=True
             )
-            self._thread, self._token, self._death = thread, None, None
+            self._thread, self._token, self._run, self._death = thread, None, None, None
             thread.start()
-            if not started.event.wait(_START_TIMEOUT_S) or started.token is None:
+            if not started.event.wait(_START_TIMEOUT_S) or started.run is None:
                 error = started.error or RuntimeError(f"{self.name} did not start in time")
                 raise PetClosedError(
                     f"{self.name} could not start its {self.runtime} run: {error!r}."
                 ) from error
-            self._token = started.token
-            return started.token
+            self._token = started.run.token
+            self._run = started.run
+            return started.run
 
     def _thread_main(self, started: _Started) -> None:
         mark_pet_thread()
+        death: BaseException | None = None
         try:
             with owned_run(self.runtime):
                 self._adapter.run(self._serve, started, portals=True, **self._options)
         except BaseException as exc:
-            started.error = exc
-            self._death = exc
+            started.error = death = exc
         finally:
             started.event.set()
-            with self._lock:
-                left = list(self._pending)
-                self._token = None
-            reason = "closed" if self._closed else f"its thread ended ({self._death!r})"
-            for future in left:
-                future.deliver_error(
-                    self._closed_error(f"the pet {reason} before the call finished")
-                )
+            run = started.run
+            if run is not None:
+                run.open = False  # before the last look at its pending calls
+                with self._lock:
+                    if self._run is run:  # not a newer run already
+                        self._token, self._death = None, death
+                left = list(run.pending)
+                reason = "closed" if self._closed else f"its thread ended ({death!r})"
+                for future in left:
+                    future.deliver_error(
+                        self._closed_error(f"the pet {reason} before the call finished")
+                    )
 
     async def _serve(self, started: _Started) -> None:
         token = current_context().token
         assert token is not None
         stop: WorkFuture[float] = WorkFuture("stop")
         self._stop = stop
-        started.token = token
+        run = started.run = _Run(token, threading.get_ident())
         started.event.set()
         try:
             await self._adapter.await_future(stop)
         finally:
-            # Closing: cancel what runs and wait (bounded) for its cleanup;
-            # calls queued but not started end with PetClosedError.
-            with self._lock:
-                pending = list(self._pending)
+            # The run takes no new calls from here on (the next call starts a
+            # new run). Closing: cancel what runs and wait (bounded) for its
+            # cleanup; calls queued but not started end with PetClosedError.
+            # Not closing: the run is ending under us (its loop was stopped);
+            # it cancels every task itself, each call then ends with
+            # RunFinishedError, and this thread fails whatever is left.
+            run.open = False
+            closing = stop.done() and not stop.cancelled()
+            pending = list(run.pending) if closing else []
             error = self._closed_error("the pet was closed while the call was pending")
             for future in pending:
                 future.cancel_for_close(error)
-            bound = stop.result() if stop.done() and not stop.cancelled() else CLOSE_TIMEOUT_S
+            bound = stop.result() if closing else CLOSE_TIMEOUT_S
             deadline = time.monotonic() + bound
             for future in pending:
                 remaining = deadline - time.monotonic()
@@ -194,11 +241,10 @@ class PetExecutor:
 
     def _forget_after_fork(self) -> None:
         self._lock = threading.Lock()  # a parent thread may have held it
-        left = list(self._pending)
-        self._pending.clear()
+        left = list(self._run.pending) if self._run is not None else []
         if self._token is not None:
             _FORK_ORPHANS.append(self._token.native)
-        self._thread = self._token = self._stop = None
+        self._thread = self._token = self._stop = self._run = None
         for future in left:
             future.deliver_error(
                 self._closed_error("the process forked; the pet's run stayed in the parent")
@@ -210,43 +256,60 @@ class PetExecutor:
         """Start ``async_fn(*args)`` as a task of the pet's run; return a
         ``concurrent.futures.Future`` whose ``cancel()`` cancels the task (the
         future ends cancelled once the task's cleanup ran)."""
-        work = as_async_callable(async_fn, args, api=f"{type(self).__name__}.submit")
+        work = as_async_callable(async_fn, args, api=self._submit_api)
         return self.submit_work(work, contextvars.copy_context(), describe(async_fn))
 
     def submit_work(
         self, work: Callable[[], Awaitable[T]], context: contextvars.Context, label: str
     ) -> WorkFuture[T]:
         """``submit`` for work already normalised, running in ``context``."""
-        token = self._ensure_started()
+        run = self._run
+        if run is None or not run.open or self._closed:
+            run = self._ensure_started()
         future: WorkFuture[T] = WorkFuture(f"{label} on {self.name}")
-        future.thread_ident = token.thread_ident
-        bind_work(context, future)
-        with self._lock:
-            if self._closed:
-                raise self._closed_error("the pet is closed")
-            self._pending.add(future)
-        future.add_done_callback(self._pending.discard)
-        try:
-            token.run_sync_soon_threadsafe(self._start_work, token, work, context, future)
-        except RunFinishedError:
+        future.thread_ident = run.thread_ident
+        context.run(CURRENT_WORK.set, future)  # bind_work, inline
+        pending = future._pending_in = run.pending
+        pending.add(future)  # it leaves the set when done, whichever way
+        run.inbox.append((work, context, future))
+        if not run.scheduled:
+            run.scheduled = True
+            try:
+                run.token.run_sync_soon_threadsafe(self._drain, run)
+            except RunFinishedError:
+                # The run is ending: its thread fails what it has left.
+                future.deliver_error(self._closed_error("the pet's run ended"))
+        if not run.open:  # the run is over and its thread took its last look
             future.deliver_error(self._closed_error("the pet's run ended"))
         return future
 
-    def _start_work(
-        self,
-        token: Token,
-        work: Callable[[], Awaitable[T]],
-        context: contextvars.Context,
-        future: WorkFuture[T],
-    ) -> None:
-        # On the pet's thread.
-        if self._closed or not future.set_running_or_notify_cancel():
-            future.deliver_error(self._closed_error("the pet was closed before the call started"))
-            return
-        try:
-            self._adapter.spawn_work(token, work, context, future)
-        except BaseException as exc:  # e.g. work() was not async after all
-            future.deliver_error(exc)
+    def _drain(self, run: _Run) -> None:
+        # On the pet's thread: start every call in the inbox. The flag is
+        # cleared first: a call appended from now on either is popped below
+        # or schedules a drain of its own.
+        run.scheduled = False
+        inbox = run.inbox
+        token = run.token
+        spawn_work = self._adapter.spawn_work
+        escaped: BaseException | None = None
+        while inbox:
+            work, context, future = inbox.popleft()
+            if not future.claim():
+                continue  # cancelled before it started, or failed already (a close)
+            if self._closed:
+                future.deliver_error(
+                    self._closed_error("the pet was closed before the call started")
+                )
+                continue
+            try:
+                spawn_work(token, work, context, future)
+            except Exception as exc:
+                future.deliver_error(exc)
+            except BaseException as exc:  # the work's own, out of a first step taken at once
+                future.deliver_error(exc)
+                escaped = escaped or exc
+        if escaped is not None:
+            raise escaped  # as the task's own step would have: the loop sees it
 
     def call(
         self, async_fn: Callable[..., Awaitable[T]], *args: Any, timeout: float | None = None
@@ -257,14 +320,11 @@ class PetExecutor:
         raises :class:`~bridge.BlockingInLoopError`. ``timeout`` cancels the
         work, waits (bounded) for its cleanup, then raises ``TimeoutError``.
         """
-        from bridge._block_on import wait_blocking
-
-        return wait_blocking(
-            lambda: self.submit(async_fn, *args),
-            timeout=timeout,
-            what=describe(async_fn),
-            api=f"{self.name}.call",
-        )
+        what = describe(async_fn)
+        here = refuse_blocking_here(self._call_api, what)
+        work = as_async_callable(async_fn, args, api=self._submit_api)
+        future = self.submit_work(work, contextvars.copy_context(), what)
+        return wait_submitted(here, future, timeout, what)
 
     def iterate(self, async_iterable: AsyncIterable[T]) -> Iterator[T]:
         """Iterate ``async_iterable`` from sync code; every step runs in one

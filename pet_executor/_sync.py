@@ -37,13 +37,15 @@ class Event:
     new ``Event`` for the next round).
     """
 
-    # No mutex: each step below is one atomic operation under the GIL, and
-    # the order (flag, then waiters; register, then re-check the flag) means
-    # a waiter either is in the snapshot that set() wakes or sees the flag.
+    # No mutex: each step below is one atomic operation under the GIL (a
+    # dict's setitem, pop, popitem, values snapshot, clear), and the order
+    # (flag, then waiters; register, then re-check the flag) means a waiter
+    # either is among those set() takes out of the dict or sees the flag.
     __slots__ = ("_flag", "_waiters")
 
     def __init__(self) -> None:
         self._flag = False
+        # Each waiting future -> the waker of its latest poll.
         self._waiters: dict[_EventWait, Waker] = {}
 
     def is_set(self) -> bool:
@@ -52,13 +54,25 @@ class Event:
     def set(self) -> None:
         """Set the flag and wake every waiter; idempotent; from any thread."""
         self._flag = True
-        waiters, self._waiters = self._waiters, {}
-        for waker in tuple(waiters.values()):
-            waker.wake()
+        waiters = self._waiters
+        if waiters:
+            # The common case is one waiter: take it out without copying.
+            try:
+                last = waiters.popitem()[1]
+            except KeyError:  # its wait was dropped meanwhile (another thread)
+                return
+            if waiters:  # more: wake them in arrival order, the last one last
+                wakers = tuple(waiters.values())
+                waiters.clear()
+                for waker in wakers:
+                    waker.wake()
+            last.wake()
 
     def wait(self) -> _EventWait:
         """A future that is ready once the event is set."""
-        return _EventWait(self)
+        wait = _EventWait()  # no __init__ to call: wait() is hot
+        wait._event = self
+        return wait
 
     def __repr__(self) -> str:
         return (
@@ -69,8 +83,7 @@ class Event:
 class _EventWait(FutureBase[None]):
     __slots__ = ("_event",)
 
-    def __init__(self, event: Event) -> None:
-        self._event = event
+    _event: Event
 
     def poll(self, cx: Context, /) -> Poll[None]:
         event = self._event
@@ -78,7 +91,7 @@ class _EventWait(FutureBase[None]):
         if flag:
             return _READY
         waiters = event._waiters
-        waiters[self] = cx.waker
+        waiters[self] = cx.waker  # a poll again just updates the waker
         flag = event._flag
         if flag:  # set meanwhile, from another thread
             waiters.pop(self, None)

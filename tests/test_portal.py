@@ -901,3 +901,315 @@ def test_curio_ensure_portal_is_a_clear_error(driver: Driver) -> None:
     error = driver.run(main)
     assert "curio" in str(error)
     assert 'bridge.run(main, runtime="curio")' in str(error)
+
+
+# --- Pooled workers ------------------------------------------------------------
+#
+# Each step of a portal task runs in a worker greenlet taken from a per-thread
+# pool and given back when the step ends, unless sync code of the task is
+# suspended in portal_await (or something else refers to the worker).
+
+
+def run_everywhere(driver: Driver, main: Callable[[], Awaitable[Any]]) -> Any:
+    """Run ``main`` with bridge.run: every task of the run has a portal."""
+    import bridge
+
+    return bridge.run(main, runtime=driver.runtime, **driver.pet_options())
+
+
+async def run_children(driver: Driver, coros: list[Coroutine[Any, Any, Any]]) -> list[Any]:
+    """Run each coroutine as a child task, all at once; their results, in order."""
+    if driver.runtime == "trio":
+        import trio
+
+        results: list[Any] = [None] * len(coros)
+
+        async def run_one(i: int, coro: Coroutine[Any, Any, Any]) -> None:
+            results[i] = await coro
+
+        async with trio.open_nursery() as nursery:
+            for i, coro in enumerate(coros):
+                nursery.start_soon(run_one, i, coro)
+        return results
+    if driver.runtime == "curio":
+        import curio
+
+        tasks = [await curio.spawn(coro) for coro in coros]
+        return [await task.join() for task in tasks]
+    if driver.runtime == "pet_executor":
+        import pet_executor
+
+        handles = [pet_executor.spawn(coro) for coro in coros]
+        return [await handle for handle in handles]
+    return list(await asyncio.gather(*coros))
+
+
+def test_tasks_take_turns_on_a_few_pooled_workers(driver: Driver) -> None:
+    """A hundred tasks, each suspending in plain awaits, run on a handful of
+    greenlets that outlive them (a greenlet per task would die with it)."""
+    import weakref
+
+    seen: list[weakref.ref[Any]] = []
+
+    async def child() -> bool:
+        for _ in range(3):
+            seen.append(weakref.ref(greenlet.getcurrent()))
+            await driver.sleep(0)
+        return has_portal()
+
+    async def main() -> list[bool]:
+        return await run_children(driver, [child() for _ in range(100)])
+
+    assert run_everywhere(driver, main) == [True] * 100
+    workers = {ref() for ref in seen}
+    assert None not in workers
+    assert len(workers) <= 4
+
+
+@pytest.mark.parametrize("driver", driver_params(lambda d: d.runtime != "curio"))
+def test_each_step_runs_in_its_own_tasks_context(driver: Driver) -> None:
+    """Tasks that share workers each see their own context variables, step
+    after step. (Not curio: its plain tasks share the thread's context.)"""
+    var: contextvars.ContextVar[int] = contextvars.ContextVar("var", default=-1)
+
+    async def child(i: int) -> list[int]:
+        seen = [var.get()]
+        var.set(i)
+        for _ in range(3):
+            await driver.sleep(0)
+            seen.append(var.get())
+        return seen
+
+    async def main() -> tuple[list[list[int]], int]:
+        return await run_children(driver, [child(i) for i in range(20)]), var.get()
+
+    results, in_main = run_everywhere(driver, main)
+    assert results == [[-1, i, i, i] for i in range(20)]
+    assert in_main == -1
+
+
+def test_an_idle_worker_keeps_nothing_of_the_task_it_ran() -> None:
+    """Once a task is over, its result, its exception and its context are
+    freed by reference counting: no idle worker refers to them."""
+    import weakref
+
+    from bridge._portal import _threads
+
+    class Big:
+        pass
+
+    var: contextvars.ContextVar[Big | None] = contextvars.ContextVar("var", default=None)
+    refs: list[weakref.ref[Big]] = []
+
+    def big() -> Big:
+        value = Big()
+        refs.append(weakref.ref(value))
+        return value
+
+    async def returns() -> Big:
+        var.set(big())
+        await asyncio.sleep(0)
+        return big()
+
+    async def raises() -> None:
+        await asyncio.sleep(0)
+        raise LookupError(big())
+
+    async def main() -> list[bool]:
+        loop = asyncio.get_running_loop()
+        install_asyncio_portals(loop)
+        await loop.create_task(returns())
+        with pytest.raises(LookupError):
+            await loop.create_task(raises())
+        await asyncio.sleep(0)  # asyncio lets go of the finished tasks
+        return [w.gr_context is None for w in _threads.pool]
+
+    gc.disable()
+    try:
+        idle_contexts_cleared = asyncio.run(main())
+        assert [ref() for ref in refs] == [None, None, None]
+    finally:
+        gc.enable()
+    assert idle_contexts_cleared
+    assert all(idle_contexts_cleared)
+
+
+def test_a_task_suspended_in_a_plain_await_holds_no_greenlet() -> None:
+    """Suspended tasks leave the workers idle in the pool; and such a task,
+    abandoned in a reference cycle, is collected, its cleanup run."""
+    from bridge._portal import _threads
+
+    async def waiter(event: asyncio.Event) -> None:
+        await event.wait()
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        install_asyncio_portals(loop)
+        event = asyncio.Event()
+        tasks = [loop.create_task(waiter(event)) for _ in range(100)]
+        await asyncio.sleep(0)  # all suspended in event.wait()
+        idle = len(_threads.pool)
+        event.set()
+        await asyncio.gather(*tasks)
+        return idle
+
+    assert 1 <= asyncio.run(main()) <= 2
+
+    cleaned: list[str] = []
+    shims: list[Coroutine[Any, Any, None]] = []
+
+    async def refers_to_itself() -> None:
+        me = shims.pop()  # noqa: F841 - a cycle through this frame
+        try:
+            await asyncio.sleep(0)  # suspends; never resumed
+        finally:
+            cleaned.append("cleanup")
+
+    shims.append(with_portal(refers_to_itself()))
+    shim = shims[0]
+    shim.send(None)
+    del shim
+    gc.collect()
+    assert cleaned == ["cleanup"]
+
+
+def test_a_greenlet_started_in_a_step_keeps_its_worker_across_awaits(driver: Driver) -> None:
+    """SQLAlchemy's greenlet_spawn: a greenlet started in a step switches back
+    to its parent with an awaitable, the task awaits it, and resumes the
+    greenlet in a later step, which must run in that same parent. Other tasks
+    park in portal_await meanwhile, so the pool's order changes."""
+
+    async def io(x: int) -> int:
+        await driver.sleep(0)
+        return x
+
+    class ChildGreenlet(greenlet.greenlet):  # type: ignore[misc]
+        pass
+
+    def await_only(awaitable: Awaitable[int]) -> int:
+        current = greenlet.getcurrent()
+        assert isinstance(current, ChildGreenlet)
+        result: int = current.parent.switch(awaitable)
+        return result
+
+    async def greenlet_spawn(fn: Callable[[int], int], arg: int) -> int:
+        child = ChildGreenlet(fn, greenlet.getcurrent())
+        result = child.switch(arg)
+        while not child.dead:
+            result = child.switch(await result)
+        return result  # type: ignore[no-any-return]
+
+    def sync_work(n: int) -> int:
+        return sum(await_only(io(i)) for i in range(n))
+
+    async def uses_greenlet_spawn() -> int:
+        return await greenlet_spawn(sync_work, 10)
+
+    async def parks() -> int:
+        for i in range(20):
+            if i % 2:
+                portal_await(driver.sleep(0))
+            else:
+                await driver.sleep(0)
+        return -1
+
+    async def main() -> list[int]:
+        return await run_children(
+            driver, [uses_greenlet_spawn() if i % 2 else parks() for i in range(20)]
+        )
+
+    assert run_everywhere(driver, main) == [45 if i % 2 else -1 for i in range(20)]
+
+
+def test_a_worker_started_deep_in_a_stack_is_not_pooled() -> None:
+    """A greenlet keeps the recursion depth it started at: a worker made deep
+    in a stack would leave later tasks little room, so it is not kept."""
+
+    async def noop() -> None:
+        pass
+
+    async def recurses(n: int) -> int:
+        def down(k: int) -> int:
+            return down(k + 1) if k < n else k
+
+        return down(0)
+
+    def step(coro: Coroutine[Any, Any, Any]) -> Any:
+        try:
+            coro.send(None)
+        except StopIteration as stop:
+            return stop.value
+        raise AssertionError("suspended")  # pragma: no cover
+
+    def deep(n: int) -> None:
+        if n:
+            deep(n - 1)
+        else:
+            step(with_portal(noop()))
+
+    limit = sys.getrecursionlimit()
+    deep(limit - 100)
+    assert step(with_portal(recurses(limit // 2))) == limit // 2
+
+
+def test_the_pool_keeps_a_bounded_number_of_idle_workers() -> None:
+    from bridge._portal import _POOL_LIMIT, _threads
+
+    async def parks(event: asyncio.Event) -> None:
+        portal_await(event.wait())
+
+    async def main() -> tuple[int, int]:
+        loop = asyncio.get_running_loop()
+        install_asyncio_portals(loop)
+        event = asyncio.Event()
+        tasks = [loop.create_task(parks(event)) for _ in range(_POOL_LIMIT * 2)]
+        await asyncio.sleep(0)  # each holds a worker now
+        while_parked = len(_threads.pool)
+        event.set()
+        await asyncio.gather(*tasks)
+        return while_parked, len(_threads.pool)
+
+    while_parked, after = asyncio.run(main())
+    assert while_parked == 0
+    assert after == _POOL_LIMIT
+
+
+def test_a_step_that_raises_leaves_nothing_behind_for_the_next() -> None:
+    """Tracebacks show the task's frames, not the worker's loop; the next task
+    on that worker starts with no exception being handled; a task may even
+    raise GreenletExit (it ends with it, the worker with it)."""
+
+    async def fails() -> None:
+        await asyncio.sleep(0)
+        raise LookupError("from the task")
+
+    async def exc_info() -> Any:
+        return sys.exc_info()
+
+    async def raises_greenlet_exit() -> None:
+        await asyncio.sleep(0)
+        raise greenlet.GreenletExit("from the task")
+
+    async def main() -> tuple[list[str], Any, BaseException, bool]:
+        loop = asyncio.get_running_loop()
+        install_asyncio_portals(loop)
+        try:
+            await loop.create_task(fails())
+        except LookupError as exc:
+            names = [f.name for f in traceback.extract_tb(exc.__traceback__)]
+        info = await loop.create_task(exc_info())
+        with pytest.raises(greenlet.GreenletExit) as raised:
+            await loop.create_task(raises_greenlet_exit())
+        return (
+            names,
+            info,
+            raised.value,
+            await loop.create_task(_child_has_portal()) == (True, True),
+        )
+
+    names, info, exit_error, after = asyncio.run(main())
+    assert names[-1] == "fails"
+    assert "_work" not in names
+    assert info == (None, None, None)
+    assert str(exit_error) == "from the task"
+    assert after is True
