@@ -185,12 +185,11 @@ class AsyncioAdapter(RuntimeAdapter):
     async def await_future(
         self, future: concurrent.futures.Future[T], *, abandon_on_cancel: bool = False
     ) -> T:
-        if future.done():
-            return _outcome(future)
         # One loop future, completed by one call_soon_threadsafe from the
         # future's done callback (directly, when that runs on this loop's
-        # thread). ``wake`` reads ``waiter`` when it runs, on this thread, so a
-        # waiter made anew after a cancellation is the one it completes.
+        # thread, or when ``future`` is done already: then nothing waits).
+        # ``wake`` reads ``waiter`` when it runs, on this thread, so a waiter
+        # made anew after a cancellation is the one it completes.
         loop = asyncio.get_running_loop()
         task = _task_of(loop)
         waiter = loop.create_future()
@@ -202,11 +201,19 @@ class AsyncioAdapter(RuntimeAdapter):
 
         def wake_now() -> None:
             # A callback of its own: the task's next step is taken right
-            # here, not on the loop's next turn (see _step_now).
-            if not waiter.done():
+            # here, not on the loop's next turn (see _StepNow).
+            if waiter.done():
+                return
+            if task is None or not _StepNow.usable(loop):
                 waiter.set_result(None)
-                if task is not None:
-                    _step_now(loop, task)
+                return
+            now = _StepNow(loop)
+            loop.call_soon = now  # type: ignore[method-assign,assignment]
+            try:
+                waiter.set_result(None)
+            finally:
+                del loop.call_soon
+            now.run(task)
 
         def on_done(_: object) -> None:
             if get_ident() == loop_thread:
@@ -263,14 +270,6 @@ def _create_task(
     return loop.create_task(_as_coroutine(lambda: coro, ()))
 
 
-def _outcome(future: concurrent.futures.Future[T]) -> T:
-    """A done future's result, its cancellation as asyncio's own."""
-    try:
-        return future.result()
-    except concurrent.futures.CancelledError:
-        raise asyncio.CancelledError from None
-
-
 async def _run_work(
     work: Callable[[], Awaitable[T]], context: contextvars.Context, future: WorkFuture[T]
 ) -> None:
@@ -318,7 +317,7 @@ def _start_task(
     the bridge's portal factory alone (which passes it on). Otherwise (3.10,
     3.11, a user's factory) the task is made as ``loop.create_task`` makes
     it, and on asyncio's own loops its first step runs right here instead of
-    on the loop's next turn (see ``_FirstStep``).
+    on the loop's next turn (see ``_StepNow``).
     """
     factory: Any = getattr(loop, "_task_factory", _UNKNOWN_FACTORY)
     task: asyncio.Task[None]
@@ -331,24 +330,18 @@ def _start_task(
         if _takes_eager_start(factory):
             task = factory(loop, coro, context=context, eager_start=True)
             return task, _get_running_loop() is loop
-    if (
-        factory is not _UNKNOWN_FACTORY  # asyncio's own loops (not uvloop)
-        and _get_running_loop() is loop
-        and _task_of(loop) is None  # a step inside a step fails
-        and "call_soon" not in vars(loop)
-    ):
-        first = _FirstStep(loop)
-        loop.call_soon = first  # type: ignore[method-assign,assignment]
-        try:
-            if factory is None and _TASK_TAKES_CONTEXT:  # the common case, inline
-                task = asyncio.Task(coro, loop=loop, context=context)  # type: ignore[call-arg,unused-ignore]
-            else:
-                task = _make_task(loop, factory, coro, context)
-        finally:
-            del loop.call_soon
-        return task, first.run(task)
-    task = _make_task(loop, factory, coro, context)
-    return task, _step_now(loop, task)
+    if factory is _UNKNOWN_FACTORY or not _StepNow.usable(loop):
+        return _make_task(loop, factory, coro, context), False
+    now = _StepNow(loop)
+    loop.call_soon = now  # type: ignore[method-assign,assignment]
+    try:
+        if factory is None and _TASK_TAKES_CONTEXT:  # the common case, inline
+            task = asyncio.Task(coro, loop=loop, context=context)  # type: ignore[call-arg,unused-ignore]
+        else:
+            task = _make_task(loop, factory, coro, context)
+    finally:
+        del loop.call_soon
+    return task, now.run(task)
 
 
 def _make_task(
@@ -376,55 +369,68 @@ def _make_task(
     return task
 
 
-class _FirstStep:
-    """Eager start for the Pythons (and task factories) without it.
+class _StepNow:
+    """Eager start, and eager wake-up, for the Pythons (and task factories)
+    without them: a task's step that something is about to queue is taken at
+    once instead, as the loop would have taken it on its next turn.
 
-    For the length of a work task's constructor, on the loop's thread, an
-    instance stands in for ``loop.call_soon`` (an instance attribute over the
-    class's method): it keeps the first step the constructor queues (a
-    callable bound to a task, called with no arguments) instead of queueing
-    it, and passes any other call on to the real ``call_soon``. ``run`` then
-    takes that step at once, as the loop would have taken it on its next
-    turn, in the task's context; or, if the step is not the new task's or
-    anything else was queued meanwhile, queues it after all, in order.
-    Either way the step runs exactly once. (No handle is made, queued and
-    taken out again: that is the point, a microsecond on Python 3.11.)
+    Set as ``loop.call_soon`` (an instance attribute over the class's method)
+    while the task is made, or the future it waits on completes, then
+    ``run(task)``. For that moment, on the loop's thread, it keeps the first call
+    queueing a task's step (a callable bound to a task: the constructor's
+    first step, or the wake-up a future's completion queues) instead of
+    queueing it, and passes any other call on to the real ``call_soon``.
+    ``run`` takes the kept step, in its context, if it is ``task``'s and
+    nothing else was queued meanwhile; otherwise queues it after all, in
+    order. Either way the step runs exactly once. No handle is made, queued
+    and taken out again: that is the point (a microsecond on Python 3.11).
+
+    Only where ``usable``: asyncio's own loops (uvloop's ``call_soon`` cannot
+    be stood in for), on the loop's thread, while no task is stepping (a
+    step inside a step fails).
     """
 
-    __slots__ = ("context", "loop", "other", "step")
+    __slots__ = ("args", "context", "loop", "other", "step")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.step: Callable[[], object] | None = None
+        self.step: Callable[..., object] | None = None
+        self.args: tuple[Any, ...] = ()
         self.context: contextvars.Context | None = None
         self.other = False
+
+    @staticmethod
+    def usable(loop: asyncio.AbstractEventLoop) -> bool:
+        return (
+            hasattr(loop, "_ready")
+            and _get_running_loop() is loop
+            and _task_of(loop) is None
+            and "call_soon" not in vars(loop)
+        )
 
     def __call__(
         self, callback: Callable[..., object], *args: Any, context: Any = None
     ) -> asyncio.Handle | None:
-        if (
-            self.step is None
-            and not args
-            and isinstance(getattr(callback, "__self__", None), asyncio.Task)
-        ):
-            self.step, self.context = callback, context
-            return None  # a task's constructor ignores the handle
+        if self.step is None and isinstance(getattr(callback, "__self__", None), asyncio.Task):
+            self.step, self.args, self.context = callback, args, context
+            return None  # the task machinery ignores the handle
         self.other = True
         loop = self.loop
         return type(loop).call_soon(loop, callback, *args, context=context)
 
     def run(self, task: asyncio.Task[Any]) -> bool:
-        step, context = self.step, self.context
+        """Take the kept step now if it is ``task``'s; say whether it did."""
+        step, args, context = self.step, self.args, self.context
         if step is None:
             return False
         if self.other or getattr(step, "__self__", None) is not task:
             loop = self.loop
-            type(loop).call_soon(loop, step, context=context)
+            type(loop).call_soon(loop, step, *args, context=context)
             return False
         if context is None:
-            step()
+            step(*args)
         else:
-            context.run(step)
+            context.run(step, *args)
         return True
 
 
@@ -438,32 +444,6 @@ def _takes_eager_start(factory: Callable[..., object]) -> bool:
         and type(factory) is portal_factory
         and getattr(factory, "inner", True) is None
     )
-
-
-def _step_now(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> bool:
-    """Take the step just queued for ``task`` (by its constructor, or by the
-    future it waited on) now, as the loop would have taken it on its next
-    turn; say whether it did. Eager start, and eager wake-up, for the Pythons
-    and task factories without them: one turn of the loop less.
-
-    Only on asyncio's own loops (their ready queue is the deque ``_ready``),
-    on the loop's thread while no task is stepping (a step inside a step
-    fails), and only when that step is the last callback queued (anything
-    queued after it is left in order). The step leaves the queue before it
-    runs, so it runs exactly once either way.
-    """
-    ready = getattr(loop, "_ready", None)
-    if not ready or _get_running_loop() is not loop or _task_of(loop) is not None:
-        return False
-    handle = ready[-1]
-    if getattr(handle._callback, "__self__", None) is not task:
-        return False
-    try:
-        ready.remove(handle)  # by identity: other threads may append meanwhile
-    except (ValueError, IndexError, RuntimeError):  # pragma: no cover - mutated meanwhile
-        return False
-    handle._run()
-    return True
 
 
 def _stop_loop(task: asyncio.Future[Any]) -> None:

@@ -29,7 +29,11 @@ in the pool. So a task holds a greenlet only while sync code of it is
 suspended in ``portal_await``: a task that never is costs a switch into a
 pooled worker and back per step, not a greenlet of its own (making and
 starting one costs several times more), and suspended in a plain ``await``
-it refers to no greenlet at all.
+it refers to no greenlet at all. Unless something else refers to the worker
+when its step ends: a greenlet the step started, whose parent it is, say
+(SQLAlchemy's ``greenlet_spawn`` keeps one across awaits and switches back
+to its parent). Then the task keeps the worker, and its next steps run in
+it; at the task's end, a worker still referred to is unwound, not pooled.
 
 Invariants the code relies on:
 
@@ -55,6 +59,12 @@ Invariants the code relies on:
 - Nothing in a worker's frames refers to the worker itself, so a parked
   worker whose driver is gone is freed, and greenlet unwinds it
   (GreenletExit through the task's sync frames), on its own thread.
+- "Something else refers to the worker" is its reference count above the
+  driver's own reference. Parked, a greenlet's frame refers to the greenlet
+  it switched to: a worker that parked inside a step of another worker's
+  task (a 3.12 eager task's first step, a ``with_portal`` coroutine awaited
+  inline) refers to that worker until it runs again; ``up`` and ``lent``
+  count those references, so they do not make the other worker look kept.
 - A greenlet keeps the recursion depth of the stack it was started on: the
   pool keeps only workers started near the bottom of one (``_new_worker``),
   and at most ``_POOL_LIMIT`` idle ones per thread.
@@ -101,6 +111,7 @@ module is imported).
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import functools
 import inspect
@@ -194,9 +205,10 @@ class _PortalGreenlet(_greenlet):  # type: ignore[misc]
     lent: int
 
 
-class _Pool(list[_PortalGreenlet]):
+class _Pool(collections.deque[_PortalGreenlet]):
     """One thread's idle workers, and the coroutines that other threads left
-    it to close (``doomed``)."""
+    it to close (``doomed``). (A deque: a list that goes from one item to
+    none and back at every step would reallocate its array every time.)"""
 
     __slots__ = ("doomed",)
 
@@ -272,14 +284,9 @@ def _new_worker(here: Any) -> tuple[_PortalGreenlet, bool]:
     worker.lent = 0
     # Python's recursion depth here, give or take the C calls it counts too:
     # the frames down to the bottom of this greenlet's stack, plus the depth
-    # the greenlet started at (unknown for another library's greenlet).
-    if type(here) is _PortalGreenlet:
-        depth = here.depth
-    elif here.parent is None:  # the thread's main greenlet
-        depth = 0
-    else:
-        worker.depth = _DEEP
-        return worker, False
+    # the greenlet started at, if a worker (the thread's main greenlet starts
+    # at 0; another library's greenlet, at a depth unknown, taken as 0).
+    depth = here.depth if type(here) is _PortalGreenlet else 0
     shallow = sys.getrecursionlimit() // 4
     frame: types.FrameType | None = sys._getframe(1)
     while frame is not None and depth <= shallow:
@@ -287,9 +294,6 @@ def _new_worker(here: Any) -> tuple[_PortalGreenlet, bool]:
         frame = frame.f_back
     worker.depth = depth
     return worker, depth <= shallow
-
-
-_DEEP = sys.maxsize
 
 
 def _close_doomed() -> None:
@@ -414,41 +418,36 @@ def _drive(coro: Coroutine[Any, Any, T], attach: bool) -> Generator[Any, Any, T]
                 here.lent += 1
         yielded = worker.out
         worker.out = None
-        if outcome is _RETURNED or outcome is _STEPPED or outcome is _RAISED:
+        if outcome is _STEPPED or outcome is _RETURNED or outcome is _RAISED:
             # The step is over; the worker is at the top of its loop.
-            if own is not None:
+            if own is None and keep and _getrefcount(worker) <= _LOCAL_REFS:
+                # Nothing else refers to it: back to the pool. (Taken from
+                # it, or made because it was empty, it leaves it no larger
+                # than the number of steps running at once.)
+                worker.gr_context = None
+                pool.append(worker)
+            else:
+                kept = own is not None
                 own = target = None
-                if _getrefcount(worker) <= _LOCAL_REFS or _free(worker):
+                if _free(worker):
                     worker.gr_context = None
-                    if keep and len(pool) < _POOL_LIMIT:
+                    if keep and (not kept or len(pool) < _POOL_LIMIT):
                         pool.append(worker)
                     else:
                         _let_go(worker)
                 elif outcome is _STEPPED:
+                    # Something refers to it: a greenlet that the step
+                    # started, whose parent it is, say (SQLAlchemy's
+                    # greenlet_spawn keeps one across awaits, and switches
+                    # back to its parent). It stays the task's, and takes
+                    # its next steps too.
                     own = worker
                 else:
                     _retire(worker)
-            elif _getrefcount(worker) <= _LOCAL_REFS or _free(worker):
-                # Back to the pool. Taken from it, or made because it was
-                # empty, it leaves it no larger than the steps running at once.
-                worker.gr_context = None
-                if keep:
-                    pool.append(worker)
-                else:
-                    _let_go(worker)
-            elif outcome is _STEPPED:
-                # Something refers to it: a greenlet that the step started,
-                # whose parent it is, say (SQLAlchemy's greenlet_spawn keeps
-                # one across awaits, and switches back to its parent). It
-                # stays the task's, and takes the next steps too.
-                own = worker
-            else:
-                _retire(worker)
-            if outcome is _RETURNED:
+            if outcome is not _STEPPED:
                 del worker, here
-                return yielded  # type: ignore[no-any-return]
-            if outcome is _RAISED:
-                del worker, here
+                if outcome is _RETURNED:
+                    return yielded  # type: ignore[no-any-return]
                 message = None  # no cycle between this frame and the error
                 _drop_first_entry(yielded)
                 try:
@@ -602,8 +601,8 @@ def with_portal(coro: Coroutine[Any, Any, T]) -> Coroutine[Any, Any, T]:
 
 def has_portal() -> bool:
     """Whether sync code running here may call :func:`portal_await`: the
-    current greenlet is the portal greenlet of the running task (or was started
-    from it, inside its current step). Cheap: one ``getcurrent()``."""
+    current greenlet is the worker running a step of a task with a portal (or
+    was started from it, inside a step). Cheap: one ``getcurrent()``."""
     current = getcurrent()
     if type(current) is _PortalGreenlet:
         return True
@@ -611,14 +610,15 @@ def has_portal() -> bool:
 
 
 def _enclosing_portal(current: Any) -> Any:
-    """The portal greenlet that started ``current`` (through any number of
-    greenlets), if that portal is inside a step of its task, else None."""
+    """The worker that started ``current`` (through any number of
+    greenlets), if that worker is inside a step, else None."""
     parent = current.parent
     while parent is not None:
         if type(parent) is _PortalGreenlet:
-            # Parked at one of our switches, the portal's task is suspended
-            # and ``current`` runs outside it; parked at another library's
-            # switch, the step is in progress and ``current`` is part of it.
+            # Parked at one of our switches, the worker is idle or its task
+            # suspended, and ``current`` runs outside it; parked at another
+            # library's switch, the step is in progress and ``current`` is
+            # part of it.
             frame = parent.gr_frame
             if frame is not None and frame.f_code not in _PARKING_CODES:
                 return parent

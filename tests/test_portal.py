@@ -1213,3 +1213,50 @@ def test_a_step_that_raises_leaves_nothing_behind_for_the_next() -> None:
     assert info == (None, None, None)
     assert str(exit_error) == "from the task"
     assert after is True
+
+
+@pytest.mark.parametrize("eager", [False, True], ids=["inline", "eager"])
+def test_steps_taken_inside_other_steps_leave_the_workers_pooled(eager: bool) -> None:
+    """A step taken inside another task's step (a with_portal coroutine
+    awaited inline, a 3.12 eager task's first step) runs in a worker of its
+    own, which does not make the outer task's worker look referred to: the
+    same few workers serve every task."""
+    import weakref
+
+    if eager and sys.version_info < (3, 12):
+        pytest.skip("eager tasks are new in Python 3.12")
+    seen: list[weakref.ref[Any]] = []
+
+    def note() -> None:
+        seen.append(weakref.ref(greenlet.getcurrent()))
+
+    async def inner(park: bool) -> int:
+        note()
+        if park:
+            portal_await(asyncio.sleep(0))
+        else:
+            await asyncio.sleep(0)
+        note()
+        return 1
+
+    async def outer(i: int) -> int:
+        note()
+        if eager:
+            child = asyncio.get_running_loop().create_task(inner(i % 2 == 0))
+            result = await child
+        else:
+            result = await with_portal(inner(i % 2 == 0))
+        note()
+        return result
+
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        if eager:
+            loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+        install_asyncio_portals(loop)
+        return [await loop.create_task(outer(i)) for i in range(50)]
+
+    assert asyncio.run(main()) == [1] * 50
+    workers = {ref() for ref in seen}
+    assert None not in workers
+    assert len(workers) <= 3
