@@ -160,6 +160,13 @@ class AsyncioAdapter(RuntimeAdapter):
         finally:
             runner.close()
 
+    def pet_options(self) -> dict[str, Any]:
+        # Its work comes from other threads: wake-ups through a queue, not a
+        # socket, while it has no I/O of its own.
+        from ._quiet_loop import QuietEventLoop
+
+        return {"loop_factory": QuietEventLoop}
+
     def spawn_work(
         self,
         token: Token,
@@ -252,11 +259,97 @@ class AsyncioAdapter(RuntimeAdapter):
     def cancel_exception(self) -> BaseException:
         return asyncio.CancelledError()
 
+    def current_task_name(self) -> str | None:
+        task = current_task()
+        return None if task is None else task.get_name()
+
+    async def await_pet_future(self, future: Any) -> Any:
+        # One loop future per park, completed by the waker: directly on this
+        # thread, through call_soon_threadsafe from any other.
+        from pet_executor import Context as PollContext
+
+        loop = asyncio.get_running_loop()
+        waker = _LoopWaker(loop)
+        cx = PollContext(waker)
+        try:
+            ready = future.poll(cx)
+            while ready is _PET_PENDING:
+                if not waker.woken:
+                    waker.waiter = waiter = loop.create_future()
+                    await waiter
+                waker.woken = False
+                ready = future.poll(cx)
+        except BaseException:
+            drop = getattr(future, "drop", None)
+            if drop is not None:
+                drop()
+            raise
+        finally:
+            waker.waiter = None
+        return ready.value
+
     def new_runner(self, **options: Any) -> Runner:
         return AsyncioRunner(**options)
 
     def token_for(self, native: Any) -> Token:
         return AsyncioToken(native)
+
+
+_PET_PENDING: Any = None
+
+
+def _pet_waker_class() -> type[Any]:
+    # pet_executor's Waker, subclassed once the runtime is imported (it
+    # imports nothing of asyncio, and asyncio's adapter must not need it).
+    global _PET_PENDING
+    from pet_executor import Poll, Waker
+
+    _PET_PENDING = Poll.PENDING
+
+    class LoopWaker(Waker):
+        """Wakes a task of ``loop`` parked in ``await_pet_future``."""
+
+        __slots__ = ("loop", "thread", "waiter", "woken")
+
+        def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+            self.loop = loop
+            self.thread = get_ident()
+            self.waiter: asyncio.Future[None] | None = None
+            self.woken = False
+
+        def wake(self) -> None:
+            if get_ident() == self.thread:
+                self.wake_here()
+                return
+            try:  # noqa: SIM105 - contextlib.suppress costs a call on the waking side
+                self.loop.call_soon_threadsafe(self.wake_here)
+            except RuntimeError:  # the loop closed meanwhile: nothing waits any more
+                pass
+
+        def wake_here(self) -> None:
+            waiter = self.waiter
+            if waiter is None:
+                self.woken = True  # woken during its own poll: poll again at once
+            elif not waiter.done():
+                waiter.set_result(None)
+
+        def will_wake(self, other: Waker) -> bool:
+            return self is other
+
+    return LoopWaker
+
+
+class _LazyWaker:
+    cls: type[Any] | None = None
+
+    def __call__(self, loop: asyncio.AbstractEventLoop) -> Any:
+        cls = self.cls
+        if cls is None:
+            cls = self.cls = _pet_waker_class()
+        return cls(loop)
+
+
+_LoopWaker = _LazyWaker()
 
 
 def _create_task(

@@ -92,6 +92,11 @@ class RuntimeAdapter(ABC):
         to completion, and return its result (the runtime's own ``run``).
         With ``portals``, every task of the run gets a greenlet portal."""
 
+    def pet_options(self) -> dict[str, Any]:
+        """Options a pet's run gets unless its creator gave them (a pet's
+        thread serves other threads: the run may idle differently)."""
+        return {}
+
     @abstractmethod
     def spawn_work(
         self,
@@ -131,6 +136,18 @@ class RuntimeAdapter(ABC):
     @abstractmethod
     def cancel_exception(self) -> BaseException:
         """A new instance of the runtime's own cancellation exception."""
+
+    def current_task_name(self) -> str | None:
+        """The name of the task running this code, for messages (None if unknown)."""
+        return None
+
+    async def await_pet_future(self, future: Any) -> Any:
+        """Await a pet_executor future (anything with ``poll(cx)``) in a task
+        of this runtime: poll it with a waker that reschedules this task (on
+        this thread directly, from other threads through the run's
+        thread-safe call). Cancelling the task drops the future (its
+        ``drop()``) and raises the runtime's own cancellation."""
+        raise NotImplementedError(f"{self.name} tasks cannot await pet_executor futures")
 
     @abstractmethod
     def new_runner(self, **options: Any) -> Runner | None:

@@ -159,7 +159,8 @@ class PetExecutor:
         death: BaseException | None = None
         try:
             with owned_run(self.runtime):
-                self._adapter.run(self._serve, started, portals=True, **self._options)
+                options = {**self._adapter.pet_options(), **self._options}
+                self._adapter.run(self._serve, started, portals=True, **options)
         except BaseException as exc:
             started.error = death = exc
         finally:
