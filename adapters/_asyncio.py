@@ -29,8 +29,12 @@ from bridge._context import (
 from bridge._errors import RunFinishedError
 from bridge._registry import Outcome, Runner, RuntimeAdapter
 from bridge._work import InContext, WorkFuture
+from pet_executor._future import Context as PollContext
+from pet_executor._future import Poll, Waker
 
 T = TypeVar("T")
+
+_PET_PENDING = Poll.PENDING
 
 
 async def _as_coroutine(async_fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
@@ -264,10 +268,7 @@ class AsyncioAdapter(RuntimeAdapter):
         return None if task is None else task.get_name()
 
     async def await_pet_future(self, future: Any) -> Any:
-        # One loop future per park, completed by the waker: directly on this
-        # thread, through call_soon_threadsafe from any other.
-        from pet_executor import Context as PollContext
-
+        # One loop future per park, completed by the waker.
         loop = asyncio.get_running_loop()
         waker = _LoopWaker(loop)
         cx = PollContext(waker)
@@ -295,61 +296,36 @@ class AsyncioAdapter(RuntimeAdapter):
         return AsyncioToken(native)
 
 
-_PET_PENDING: Any = None
+class _LoopWaker(Waker):
+    """Wakes a task of ``loop`` parked in ``await_pet_future``: directly on
+    the loop's thread, through ``call_soon_threadsafe`` from any other."""
 
+    __slots__ = ("loop", "thread", "waiter", "woken")
 
-def _pet_waker_class() -> type[Any]:
-    # pet_executor's Waker, subclassed once the runtime is imported (it
-    # imports nothing of asyncio, and asyncio's adapter must not need it).
-    global _PET_PENDING
-    from pet_executor import Poll, Waker
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.thread = get_ident()
+        self.waiter: asyncio.Future[None] | None = None
+        self.woken = False
 
-    _PET_PENDING = Poll.PENDING
+    def wake(self) -> None:
+        if get_ident() == self.thread:
+            self.wake_here()
+            return
+        try:  # noqa: SIM105 - contextlib.suppress costs a call on the waking side
+            self.loop.call_soon_threadsafe(self.wake_here)
+        except RuntimeError:  # the loop closed meanwhile: nothing waits any more
+            pass
 
-    class LoopWaker(Waker):
-        """Wakes a task of ``loop`` parked in ``await_pet_future``."""
+    def wake_here(self) -> None:
+        waiter = self.waiter
+        if waiter is None:
+            self.woken = True  # woken during its own poll: poll again at once
+        elif not waiter.done():
+            waiter.set_result(None)
 
-        __slots__ = ("loop", "thread", "waiter", "woken")
-
-        def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-            self.loop = loop
-            self.thread = get_ident()
-            self.waiter: asyncio.Future[None] | None = None
-            self.woken = False
-
-        def wake(self) -> None:
-            if get_ident() == self.thread:
-                self.wake_here()
-                return
-            try:  # noqa: SIM105 - contextlib.suppress costs a call on the waking side
-                self.loop.call_soon_threadsafe(self.wake_here)
-            except RuntimeError:  # the loop closed meanwhile: nothing waits any more
-                pass
-
-        def wake_here(self) -> None:
-            waiter = self.waiter
-            if waiter is None:
-                self.woken = True  # woken during its own poll: poll again at once
-            elif not waiter.done():
-                waiter.set_result(None)
-
-        def will_wake(self, other: Waker) -> bool:
-            return self is other
-
-    return LoopWaker
-
-
-class _LazyWaker:
-    cls: type[Any] | None = None
-
-    def __call__(self, loop: asyncio.AbstractEventLoop) -> Any:
-        cls = self.cls
-        if cls is None:
-            cls = self.cls = _pet_waker_class()
-        return cls(loop)
-
-
-_LoopWaker = _LazyWaker()
+    def will_wake(self, other: Waker) -> bool:
+        return self is other
 
 
 def _create_task(

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import curio
 from curio import meta as _meta
 from curio import thread as _curio_thread
-from curio.traps import _future_wait, _get_kernel
+from curio.traps import _future_wait, _get_kernel, _scheduler_wait
 from curio.workers import ThreadWorker
 
 from bridge._context import (
@@ -39,11 +39,14 @@ from bridge._context import (
 from bridge._errors import RunFinishedError
 from bridge._registry import Outcome, Runner, RuntimeAdapter
 from bridge._work import InContext, WorkFuture
+from pet_executor._future import Context as PollContext
+from pet_executor._future import Poll, Waker
 
 T = TypeVar("T")
 
 _log = logging.getLogger("runtime_bridge.curio")
 _TOKEN_ATTR = "_runtime_bridge_token"
+_PET_PENDING = Poll.PENDING
 
 
 def _kernel_closure(kernel: curio.Kernel, trap: str, name: str) -> Any:
@@ -135,6 +138,49 @@ class CurioToken(Token):
                     _log.exception("callback %r scheduled through a curio token failed", fn)
         finally:
             _in_callback.flag = False
+
+
+class _TaskWaker(Waker):
+    """Wakes a curio task parked in ``await_pet_future``; also the scheduler
+    primitive it parks on (curio's ``_kernel_suspend``/``_kernel_wake``)."""
+
+    __slots__ = ("kernel", "reschedule", "task", "thread", "token", "woken")
+
+    def __init__(self, kernel: curio.Kernel) -> None:
+        self.kernel = kernel
+        self.token = kernel_token(kernel)  # made here, on the kernel's thread
+        self.reschedule = _kernel_closure(kernel, "trap_sched_wake", "reschedule_task")
+        self.thread = threading.get_ident()
+        self.task: Any = None
+        self.woken = False
+
+    def _kernel_suspend(self, task: Any) -> Callable[[], None]:
+        self.task = task
+        return self._forget
+
+    def _forget(self) -> None:  # the parked task was cancelled
+        self.task = None
+
+    def _kernel_wake(self, n: int = 1) -> list[Any]:
+        task, self.task = self.task, None
+        return [] if task is None else [task]
+
+    def wake(self) -> None:
+        if threading.get_ident() == self.thread and _meta._locals.__dict__.get("running"):
+            self.wake_here()
+            return
+        with contextlib.suppress(RunFinishedError):
+            self.token.run_sync_soon_threadsafe(self.wake_here)
+
+    def wake_here(self) -> None:
+        task, self.task = self.task, None
+        if task is None:
+            self.woken = True  # woken during its own poll: poll again at once
+        else:
+            self.reschedule(task)
+
+    def will_wake(self, other: Waker) -> bool:
+        return self is other
 
 
 class _CallbackFlag(threading.local):
@@ -353,6 +399,34 @@ class CurioAdapter(RuntimeAdapter):
     def cancel_exception(self) -> BaseException:
         error: BaseException = curio.TaskCancelled()
         return error
+
+    def current_task_name(self) -> str | None:
+        kernel = _meta._locals.__dict__.get("kernel")
+        if kernel is None:
+            return None
+        task = _kernel_closure(kernel, "trap_get_current", "current")
+        return None if task is None else str(task.name)
+
+    async def await_pet_future(self, future: Any) -> Any:
+        # Parks the task on a one-task scheduler primitive; the waker
+        # reschedules it directly on the kernel's thread, through the
+        # kernel's token from other threads.
+        kernel = await _get_kernel()
+        waker = _TaskWaker(kernel)
+        cx = PollContext(waker)
+        try:
+            ready = future.poll(cx)
+            while ready is _PET_PENDING:
+                if not waker.woken:
+                    await _scheduler_wait(waker, "PET_FUTURE_WAIT")
+                waker.woken = False
+                ready = future.poll(cx)
+        except BaseException:
+            drop = getattr(future, "drop", None)
+            if drop is not None:
+                drop()
+            raise
+        return ready.value
 
     def new_runner(self, **options: Any) -> Runner:
         return CurioRunner(**options)

@@ -251,6 +251,10 @@ class PetExecutorAdapter(RuntimeAdapter):
     def cancel_exception(self) -> BaseException:
         return Cancelled()
 
+    def current_task_name(self) -> str | None:
+        task = current_task_or_none()
+        return None if task is None else task.name
+
     def new_runner(self, **options: Any) -> Runner:
         return PetExecutorRunner(**options)
 

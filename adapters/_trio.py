@@ -5,11 +5,12 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import contextvars
+import functools
+import threading
 from collections.abc import Awaitable, Callable
 from importlib.metadata import version as _dist_version
 from typing import Any, NoReturn, TypeVar
 
-import outcome
 import trio
 from trio._core._entry_queue import EntryQueue
 from trio._core._run_context import GLOBAL_RUN_CONTEXT
@@ -23,8 +24,10 @@ from bridge._context import (
     worker_context,
 )
 from bridge._errors import RunFinishedError
-from bridge._registry import RuntimeAdapter
-from bridge._work import WorkFuture
+from bridge._registry import RuntimeAdapter, get
+from bridge._work import InContext, WorkFuture, bind_work
+from pet_executor._future import Context as PollContext
+from pet_executor._future import Poll, Waker
 
 T = TypeVar("T")
 
@@ -32,6 +35,7 @@ T = TypeVar("T")
 # the loop, not code of a task that may await.
 _ENTRY_TASK_CODE = EntryQueue.task.__code__
 _RUN_STATE = GLOBAL_RUN_CONTEXT
+_PET_PENDING = Poll.PENDING
 
 
 class TrioToken(Token):
@@ -68,6 +72,77 @@ async def _run_work(token: Token, work: Callable[[], Awaitable[T]], future: Work
     else:
         if scope.cancelled_caught:
             future.deliver_cancelled("a trio task")
+
+
+class _TaskWaker(Waker):
+    """Wakes a trio task parked in ``await_pet_future``."""
+
+    __slots__ = ("parked", "runner", "task", "token", "woken")
+
+    def __init__(self) -> None:
+        self.task = trio.lowlevel.current_task()
+        self.token = trio.lowlevel.current_trio_token()
+        self.runner = _RUN_STATE.runner
+        self.parked = False
+        self.woken = False
+
+    def park(self) -> None:
+        self.parked = True
+
+    def abort(self, _: object) -> trio.lowlevel.Abort:
+        self.parked = False
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def wake(self) -> None:
+        if _RUN_STATE.__dict__.get("runner") is self.runner:
+            self.wake_here()
+            return
+        with contextlib.suppress(trio.RunFinishedError):
+            self.token.run_sync_soon(self.wake_here)
+
+    def wake_here(self) -> None:
+        if self.parked:
+            self.parked = False
+            trio.lowlevel.reschedule(self.task)
+        else:
+            self.woken = True  # woken during its own poll: poll again at once
+
+    def will_wake(self, other: Waker) -> bool:
+        return self is other
+
+
+#: Work a worker hands back to the task waiting for it: (work, context, future).
+_Request = tuple[Callable[[], Awaitable[Any]], contextvars.Context, WorkFuture[Any]]
+
+
+async def _run_request(
+    token: trio.lowlevel.TrioToken, request: _Request
+) -> Callable[[], None] | None:
+    """In the waiting task, as a task of the run would run it: in the work's
+    context, cancelled only through its future (the waiter's cancellation is
+    the worker's business: check_cancelled). Returns what delivers the end,
+    for the caller to call just before it parks: the woken thread then finds
+    the GIL free, instead of waking to wait for it."""
+    work, context, future = request
+    if not future.claim():
+        return None
+    # One scope: shielded from the waiter's cancellation, cancelled by the
+    # future's (scopes cost microseconds on trio: one, not two).
+    with trio.CancelScope(shield=True) as scope:
+        future.start(TrioToken(token), scope.cancel)
+        try:
+            value: Any = await InContext(context.run(work), context)  # type: ignore[arg-type]
+        except BaseException as error:
+            if isinstance(error, trio.Cancelled) and scope.cancel_called:
+                return functools.partial(future.deliver_cancelled, "a trio task")
+            return functools.partial(future.deliver_error, error)
+    return functools.partial(future.deliver_value, value)
+
+
+def _spawn_request(token: trio.lowlevel.TrioToken, request: _Request) -> None:
+    work, context, future = request
+    if future.claim():
+        get("trio").spawn_work(TrioToken(token), work, context, future)
 
 
 def _leave_worker() -> None:
@@ -143,35 +218,84 @@ class TrioAdapter(RuntimeAdapter):
         task = trio.lowlevel.current_task()
         token = trio.lowlevel.current_trio_token()
         raise_cancel: Callable[[], NoReturn] | None = None
-        waiting = True  # only touched on the trio thread
+        parked = False  # these three only change on the trio thread
+        waiting = True
+        requests: list[_Request] = []
 
-        def resume() -> None:
-            nonlocal waiting
-            if not waiting:
-                return  # abandoned: the task went on already
-            waiting = False
-            if future.cancelled() and raise_cancel is not None:
-                trio.lowlevel.reschedule(task, outcome.capture(raise_cancel))
-            else:
+        def wake() -> None:
+            nonlocal parked
+            if parked:
+                parked = False
                 trio.lowlevel.reschedule(task)
 
         def on_done(_: object) -> None:
             with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(resume)
+                token.run_sync_soon(wake)
 
         def abort(cancel: Callable[[], NoReturn]) -> trio.lowlevel.Abort:
-            # Ask the work to stop; unless abandoning it, keep waiting:
-            # resume() runs once it has stopped.
-            nonlocal raise_cancel, waiting
+            # Ask the work to stop; unless abandoning it, keep waiting until
+            # it has stopped.
+            nonlocal raise_cancel, waiting, parked
             raise_cancel = cancel
             future.cancel()
             if abandon_on_cancel:
-                waiting = False
+                waiting = parked = False
                 return trio.lowlevel.Abort.SUCCEEDED
             return trio.lowlevel.Abort.FAILED
 
+        def take(request: _Request) -> None:
+            # On the trio thread: the work the thread computing ``future``
+            # hands back to this run. This task runs it, unless it has left.
+            if waiting:
+                requests.append(request)
+                wake()
+            else:
+                _spawn_request(token, request)
+
+        def serve(
+            work: Callable[[], Awaitable[Any]], context: contextvars.Context, label: str
+        ) -> WorkFuture[Any]:
+            request_future: WorkFuture[Any] = WorkFuture(label)
+            request_future.thread_ident = self_thread
+            bind_work(context, request_future)
+            request = (work, context, request_future)
+            try:
+                token.run_sync_soon(take, request)
+            except trio.RunFinishedError:
+                request_future.deliver_error(
+                    RunFinishedError("the trio run this worker belongs to has finished.")
+                )
+            return request_future
+
+        self_thread = threading.get_ident()
+        served = future if isinstance(future, WorkFuture) else None
+        if served is not None:
+            served.serve = serve
         future.add_done_callback(on_done)
-        await trio.lowlevel.wait_task_rescheduled(abort)
+        deliver: Callable[[], None] | None = None
+        try:
+            while True:
+                while requests:
+                    if deliver is not None:
+                        deliver()
+                    deliver = await _run_request(token, requests.pop(0))
+                if future.done():
+                    break
+                parked = True
+                if deliver is not None:
+                    deliver()
+                    deliver = None
+                await trio.lowlevel.wait_task_rescheduled(abort)
+        finally:
+            if deliver is not None:
+                deliver()
+            waiting = False
+            if served is not None:
+                served.serve = None
+            for request in requests:  # left by a cancellation (abandon_on_cancel)
+                _spawn_request(token, request)
+        if future.cancelled() and raise_cancel is not None:
+            raise_cancel()
         return future.result()
 
     def enter_worker(self, token: Token) -> Callable[[], None]:
@@ -203,6 +327,29 @@ class TrioAdapter(RuntimeAdapter):
 
     def cancel_exception(self) -> BaseException:
         return trio.Cancelled._create()
+
+    def current_task_name(self) -> str | None:
+        return trio.lowlevel.current_task().name
+
+    async def await_pet_future(self, future: Any) -> Any:
+        # Parks the task with wait_task_rescheduled; the waker reschedules
+        # it directly on this run's thread, through the token from others.
+        waker = _TaskWaker()
+        cx = PollContext(waker)
+        try:
+            ready = future.poll(cx)
+            while ready is _PET_PENDING:
+                if not waker.woken:
+                    waker.park()
+                    await trio.lowlevel.wait_task_rescheduled(waker.abort)
+                waker.woken = False
+                ready = future.poll(cx)
+        except BaseException:
+            drop = getattr(future, "drop", None)
+            if drop is not None:
+                drop()
+            raise
+        return ready.value
 
     def new_runner(self, **options: Any) -> None:
         return None  # a trio run cannot be resumed: trio work goes to its pet

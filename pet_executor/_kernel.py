@@ -67,7 +67,7 @@ from functools import partial
 from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, overload
 
-from bridge._context import Token
+from bridge._context import Token, current_context
 from bridge._errors import (
     Fix,
     NestedRuntimeError,
@@ -75,6 +75,7 @@ from bridge._errors import (
     RunFinishedError,
     WrongRuntimeError,
 )
+from bridge._registry import get as get_adapter
 
 from ._clock import Clock, MockClock, MonotonicClock
 from ._future import Context, Future, Poll, Waker
@@ -160,6 +161,10 @@ def _trap(fut: Future[T] | None) -> Generator[object, None, T]:
     kernel = RUN.kernel
     task = None if kernel is None else kernel._current
     if task is None:
+        if kernel is None and fut is not None:
+            # Not our runtime's thread: a task of another runtime may await
+            # our future through its adapter (never on the native path).
+            return (yield from _await_in_host(fut))
         raise _outside_task(fut)
     # Read through a local: the flag changes while the trap is parked, and a
     # type checker would otherwise take the first test as holding for good.
@@ -201,6 +206,16 @@ def _drop(fut: object) -> None:
 _trap_await: Callable[[Future[T] | None], Awaitable[T]] = types.coroutine(
     types.FunctionType(_trap.__code__, _trap.__globals__, "_trap_await")
 )
+
+
+def _await_in_host(fut: Future[T]) -> Generator[Any, Any, T]:
+    """Await ``fut`` in a task of the runtime running on this thread (asyncio,
+    trio, curio): its adapter polls it with a waker of that runtime's own."""
+    here = current_context()
+    if here.role != "event_loop" or not here.in_task or here.runtime in (None, "pet_executor"):
+        raise _outside_task(fut)
+    awaiting: Generator[Any, Any, T] = get_adapter(here.runtime).await_pet_future(fut).__await__()
+    return awaiting
 
 
 def _outside_task(fut: object) -> BaseException:

@@ -15,6 +15,7 @@ PAGES_WITH_EXAMPLES = [
     "docs/spawn_blocking.md",
     "docs/pets.md",
     "docs/deadlocks.md",
+    "docs/adapters.md",
 ]
 
 

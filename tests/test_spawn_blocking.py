@@ -170,3 +170,113 @@ def test_outside_a_loop_is_an_error_with_the_fix() -> None:
 def test_limiter_rejects_zero() -> None:
     with pytest.raises(ValueError, match="total >= 1"):
         CapacityLimiter(0)
+
+
+# -- trio: the waiting task runs its worker's block_on --------------------------
+
+
+@pytest.fixture
+def trio_mod() -> Any:
+    return pytest.importorskip("trio")
+
+
+def test_trio_worker_block_on_runs_in_the_waiting_task(trio_mod: Any) -> None:
+    trio = trio_mod
+
+    async def where(label: str) -> tuple[object, str]:
+        seen = VAR.get()
+        VAR.set("changed in the work")
+        if label == "fail":
+            raise LookupError("from the work")
+        return trio.lowlevel.current_task(), seen
+
+    def in_worker() -> tuple[object, str, str]:
+        VAR.set("the worker's")
+        task, seen = bridge.block_on(where, "ok")
+        with pytest.raises(LookupError, match="from the work"):
+            bridge.block_on(where, "fail")
+        return task, seen, VAR.get()
+
+    async def main() -> None:
+        VAR.set("the task's")
+        task, seen, after = await bridge.spawn_blocking(in_worker)
+        assert task is trio.lowlevel.current_task()
+        assert (seen, after) == ("the worker's", "the worker's"), "a copy in, nothing back"
+        assert VAR.get() == "the task's"
+
+    trio.run(main)
+
+
+def test_trio_waiter_cancelled_meanwhile_does_not_cancel_the_work(trio_mod: Any) -> None:
+    trio = trio_mod
+    log: list[str] = []
+
+    async def work() -> str:
+        await trio.sleep(0.05)
+        return "work finished"
+
+    def in_worker() -> None:
+        log.append(bridge.block_on(work))
+
+    async def main() -> None:
+        with trio.move_on_after(0.01) as scope:
+            await bridge.spawn_blocking(in_worker)
+        # The worker returned normally: its result came back, as trio's own
+        # workers do; the cancellation waits for the next checkpoint.
+        assert scope.cancel_called
+        log.append("task went on")
+
+    trio.run(main)
+    assert log == ["work finished", "task went on"]
+
+
+def test_trio_worker_block_on_timeout_cancels_the_served_work(trio_mod: Any) -> None:
+    trio = trio_mod
+    log: list[str] = []
+
+    async def forever() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            log.append("cleanup ran")
+
+    def in_worker() -> None:
+        with pytest.raises(TimeoutError):
+            bridge.block_on(forever, timeout=0.02)
+        log.append("worker went on")
+
+    trio.run(bridge.spawn_blocking, in_worker)
+    assert log == ["cleanup ran", "worker went on"]
+
+
+def test_trio_worker_left_by_its_waiter_still_reaches_the_run(trio_mod: Any) -> None:
+    trio = trio_mod
+    release = threading.Event()
+
+    async def current() -> object:
+        return trio.lowlevel.current_task()
+
+    def in_worker() -> object:
+        release.wait(10)
+        return bridge.block_on(current)
+
+    async def main() -> None:
+        box: list[object] = []
+
+        def worker() -> None:
+            box.append(in_worker())
+            token.run_sync_soon(done.set)
+
+        done = trio.Event()
+        token = trio.lowlevel.current_trio_token()
+
+        async def left() -> None:
+            with trio.move_on_after(0.01):
+                await bridge.spawn_blocking(worker, abandon_on_cancel=True)
+            release.set()
+
+        await left()
+        await done.wait()
+        assert box and box[0] is not trio.lowlevel.current_task(), "a task of the run, not ours"
+
+    trio.run(main)

@@ -207,12 +207,18 @@ def test_a_future_polled_by_a_foreign_waker() -> None:
 
 
 def test_awaiting_a_pet_future_outside_a_run_says_where() -> None:
+    """In an asyncio task the adapter awaits it (tests/test_adapters_wrap.py);
+    outside any run it is a NoRuntimeError naming the fix."""
     import asyncio
 
     import bridge
 
-    async def in_asyncio() -> None:
-        await pe.Event().wait()
+    async def in_asyncio() -> bool:
+        event = pe.Event()
+        asyncio.get_running_loop().call_soon(event.set)
+        await event.wait()
+        return event.is_set()
 
-    with pytest.raises(bridge.WrongRuntimeError, match="awaited under asyncio"):
-        asyncio.run(in_asyncio())
+    assert asyncio.run(in_asyncio())
+    with pytest.raises(bridge.NoRuntimeError, match="outside a pet_executor run"):
+        pe.Event().wait().__await__().send(None)
