@@ -35,6 +35,7 @@ Exactly one outcome per call, whatever happens:
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import contextvars
 import itertools
 import os
@@ -206,7 +207,11 @@ class PetExecutor:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                await self._adapter.await_future(_bounded(future, remaining))
+                # The runtime's own timer, not a thread per call.
+                with contextlib.suppress(Exception):
+                    await self._adapter.timeout(
+                        remaining, self._adapter.await_future(future, abandon_on_cancel=True)
+                    )
 
     def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
         """Stop the pet: pending work is cancelled, its cleanup runs (for up to
@@ -335,6 +340,9 @@ class PetExecutor:
         refuse_blocking_here(f"{self.name}.iterate", describe(async_iterable))
         session = _Session(self, f"iterating {describe(async_iterable)}")
         iterator = aiter(async_iterable)
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            session.on_abandon = lambda _: aclose()
         try:
             while True:
                 try:
@@ -343,7 +351,7 @@ class PetExecutor:
                     return
                 yield item
         finally:
-            aclose = getattr(iterator, "aclose", None)
+            session.on_abandon = None
             session.end(aclose)
 
     def enter(self, async_cm: AbstractAsyncContextManager[T]) -> AbstractContextManager[T]:
@@ -369,6 +377,9 @@ class _Session:
         self._steps: deque[tuple[Any, WorkFuture[Any]]] = deque()
         self._doorbell: WorkFuture[None] | None = None
         self._over: BaseException | None = None
+        #: Run in the task if it is cancelled (the pet closing) while it waits
+        #: for a step: what the sync side would have run to finish.
+        self.on_abandon: Callable[[BaseException], Awaitable[object]] | None = None
         self._task = pet.submit_work(self._serve, contextvars.copy_context(), label)
         self._task.add_done_callback(self._task_ended)
 
@@ -408,7 +419,14 @@ class _Session:
                     doorbell = self._doorbell = WorkFuture("doorbell")
                     doorbell.set_running_or_notify_cancel()
             if item is None:
-                await adapter.await_future(doorbell)
+                try:
+                    await adapter.await_future(doorbell, abandon_on_cancel=True)
+                except BaseException as exc:
+                    cleanup, self.on_abandon = self.on_abandon, None
+                    if cleanup is not None:
+                        with contextlib.suppress(Exception):
+                            await cleanup(exc)
+                    raise
                 continue
             step, reply = item
             try:
@@ -443,33 +461,21 @@ class _Entered(AbstractContextManager[T]):
 
     def __enter__(self) -> T:
         try:
-            return self._session.request(self._cm.__aenter__)
+            value = self._session.request(self._cm.__aenter__)
         except BaseException:
             self._session.end(None)
             raise
+        cm = self._cm
+        self._session.on_abandon = lambda exc: cm.__aexit__(type(exc), exc, exc.__traceback__)
+        return value
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        self._session.on_abandon = None
         try:
             suppress = self._session.request(lambda: self._cm.__aexit__(exc_type, exc, tb))
         finally:
             self._session.end(None)
         return bool(suppress)
-
-
-def _bounded(future: WorkFuture[Any], timeout: float) -> WorkFuture[None]:
-    """A future that completes when ``future`` does, or after ``timeout``."""
-    done: WorkFuture[None] = WorkFuture("bounded wait")
-    done.set_running_or_notify_cancel()
-    timer = threading.Timer(timeout, done.deliver_value, args=(None,))
-    timer.daemon = True
-
-    def finished(_: object) -> None:
-        timer.cancel()
-        done.deliver_value(None)
-
-    future.add_done_callback(finished)
-    timer.start()
-    return done
 
 
 def _close_all_at_exit() -> None:

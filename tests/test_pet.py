@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextvars
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -232,6 +233,56 @@ def test_abandoned_iterator_is_finalised_on_the_pet(pet: PetExecutor, driver: Dr
     assert next(iterator) == 1
     iterator.close()
     assert finalised_on == [pet.name]
+
+
+def test_close_ends_an_iterator_left_open(driver: Driver) -> None:
+    """An open iterator's task waits for its next step: closing the pet
+    cancels it at once (the close does not sit out its whole bound) and the
+    generator is finalised on the pet."""
+    finalised_on: list[str] = []
+
+    async def endless() -> Any:
+        try:
+            while True:
+                await driver.sleep(0)
+                yield 1
+        finally:
+            finalised_on.append(threading.current_thread().name)
+
+    pet = PetExecutor(driver.runtime, **driver.pet_options())
+    iterator = pet.iterate(endless())
+    assert next(iterator) == 1
+    started = time.monotonic()
+    pet.close(timeout=30)
+    assert time.monotonic() - started < 10, "the close waited out its bound"
+    assert finalised_on == [pet.name]
+    with pytest.raises(PetClosedError):
+        next(iterator)
+
+
+def test_close_exits_a_context_manager_left_open(driver: Driver) -> None:
+    exited: list[tuple[str, str]] = []
+
+    class Resource:
+        async def __aenter__(self) -> str:
+            return "in"
+
+        async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+            exited.append((threading.current_thread().name, exc_type.__name__))
+
+    pet = PetExecutor(driver.runtime, **driver.pet_options())
+    entered = pet.enter(Resource())
+    assert entered.__enter__() == "in"
+    pet.close(timeout=30)
+    assert exited == [(pet.name, type(bridge_cancel(driver)).__name__)]
+    with pytest.raises(PetClosedError):
+        entered.__exit__(None, None, None)
+
+
+def bridge_cancel(driver: Driver) -> BaseException:
+    import adapters
+
+    return adapters.get(driver.runtime).cancel_exception()
 
 
 def test_iterate_errors_cross(pet: PetExecutor) -> None:
