@@ -29,12 +29,9 @@ from bridge._context import (
 from bridge._errors import RunFinishedError
 from bridge._registry import Outcome, Runner, RuntimeAdapter
 from bridge._work import InContext, WorkFuture
-from pet_executor._future import Context as PollContext
-from pet_executor._future import Poll, Waker
+from pet_executor._future import HostWaker, Waker, drive_in_host
 
 T = TypeVar("T")
-
-_PET_PENDING = Poll.PENDING
 
 
 async def _as_coroutine(async_fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
@@ -271,23 +268,15 @@ class AsyncioAdapter(RuntimeAdapter):
         # One loop future per park, completed by the waker.
         loop = asyncio.get_running_loop()
         waker = _LoopWaker(loop)
-        cx = PollContext(waker)
+
+        def park() -> asyncio.Future[None]:
+            waker.waiter = waiter = loop.create_future()
+            return waiter
+
         try:
-            ready = future.poll(cx)
-            while ready is _PET_PENDING:
-                if not waker.woken:
-                    waker.waiter = waiter = loop.create_future()
-                    await waiter
-                waker.woken = False
-                ready = future.poll(cx)
-        except BaseException:
-            drop = getattr(future, "drop", None)
-            if drop is not None:
-                drop()
-            raise
+            return await drive_in_host(future, waker, park)
         finally:
             waker.waiter = None
-        return ready.value
 
     def new_runner(self, **options: Any) -> Runner:
         return AsyncioRunner(**options)
@@ -296,11 +285,11 @@ class AsyncioAdapter(RuntimeAdapter):
         return AsyncioToken(native)
 
 
-class _LoopWaker(Waker):
+class _LoopWaker(HostWaker):
     """Wakes a task of ``loop`` parked in ``await_pet_future``: directly on
     the loop's thread, through ``call_soon_threadsafe`` from any other."""
 
-    __slots__ = ("loop", "thread", "waiter", "woken")
+    __slots__ = ("loop", "thread", "waiter")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop

@@ -39,14 +39,12 @@ from bridge._context import (
 from bridge._errors import RunFinishedError
 from bridge._registry import Outcome, Runner, RuntimeAdapter
 from bridge._work import InContext, WorkFuture
-from pet_executor._future import Context as PollContext
-from pet_executor._future import Poll, Waker
+from pet_executor._future import HostWaker, Waker, drive_in_host
 
 T = TypeVar("T")
 
 _log = logging.getLogger("runtime_bridge.curio")
 _TOKEN_ATTR = "_runtime_bridge_token"
-_PET_PENDING = Poll.PENDING
 
 
 def _kernel_closure(kernel: curio.Kernel, trap: str, name: str) -> Any:
@@ -140,11 +138,11 @@ class CurioToken(Token):
             _in_callback.flag = False
 
 
-class _TaskWaker(Waker):
+class _TaskWaker(HostWaker):
     """Wakes a curio task parked in ``await_pet_future``; also the scheduler
     primitive it parks on (curio's ``_kernel_suspend``/``_kernel_wake``)."""
 
-    __slots__ = ("kernel", "reschedule", "task", "thread", "token", "woken")
+    __slots__ = ("kernel", "reschedule", "task", "thread", "token")
 
     def __init__(self, kernel: curio.Kernel) -> None:
         self.kernel = kernel
@@ -413,20 +411,7 @@ class CurioAdapter(RuntimeAdapter):
         # kernel's token from other threads.
         kernel = await _get_kernel()
         waker = _TaskWaker(kernel)
-        cx = PollContext(waker)
-        try:
-            ready = future.poll(cx)
-            while ready is _PET_PENDING:
-                if not waker.woken:
-                    await _scheduler_wait(waker, "PET_FUTURE_WAIT")
-                waker.woken = False
-                ready = future.poll(cx)
-        except BaseException:
-            drop = getattr(future, "drop", None)
-            if drop is not None:
-                drop()
-            raise
-        return ready.value
+        return await drive_in_host(future, waker, lambda: _scheduler_wait(waker, "PET_FUTURE_WAIT"))
 
     def new_runner(self, **options: Any) -> Runner:
         return CurioRunner(**options)

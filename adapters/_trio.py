@@ -26,8 +26,7 @@ from bridge._context import (
 from bridge._errors import RunFinishedError
 from bridge._registry import RuntimeAdapter, get
 from bridge._work import InContext, WorkFuture, bind_work
-from pet_executor._future import Context as PollContext
-from pet_executor._future import Poll, Waker
+from pet_executor._future import HostWaker, Waker, drive_in_host
 
 T = TypeVar("T")
 
@@ -35,7 +34,6 @@ T = TypeVar("T")
 # the loop, not code of a task that may await.
 _ENTRY_TASK_CODE = EntryQueue.task.__code__
 _RUN_STATE = GLOBAL_RUN_CONTEXT
-_PET_PENDING = Poll.PENDING
 
 
 class TrioToken(Token):
@@ -74,10 +72,10 @@ async def _run_work(token: Token, work: Callable[[], Awaitable[T]], future: Work
             future.deliver_cancelled("a trio task")
 
 
-class _TaskWaker(Waker):
+class _TaskWaker(HostWaker):
     """Wakes a trio task parked in ``await_pet_future``."""
 
-    __slots__ = ("parked", "runner", "task", "token", "woken")
+    __slots__ = ("parked", "runner", "task", "token")
 
     def __init__(self) -> None:
         self.task = trio.lowlevel.current_task()
@@ -85,9 +83,6 @@ class _TaskWaker(Waker):
         self.runner = _RUN_STATE.runner
         self.parked = False
         self.woken = False
-
-    def park(self) -> None:
-        self.parked = True
 
     def abort(self, _: object) -> trio.lowlevel.Abort:
         self.parked = False
@@ -335,21 +330,12 @@ class TrioAdapter(RuntimeAdapter):
         # Parks the task with wait_task_rescheduled; the waker reschedules
         # it directly on this run's thread, through the token from others.
         waker = _TaskWaker()
-        cx = PollContext(waker)
-        try:
-            ready = future.poll(cx)
-            while ready is _PET_PENDING:
-                if not waker.woken:
-                    waker.park()
-                    await trio.lowlevel.wait_task_rescheduled(waker.abort)
-                waker.woken = False
-                ready = future.poll(cx)
-        except BaseException:
-            drop = getattr(future, "drop", None)
-            if drop is not None:
-                drop()
-            raise
-        return ready.value
+
+        async def park() -> None:
+            waker.parked = True
+            await trio.lowlevel.wait_task_rescheduled(waker.abort)
+
+        return await drive_in_host(future, waker, park)
 
     def new_runner(self, **options: Any) -> None:
         return None  # a trio run cannot be resumed: trio work goes to its pet

@@ -13,7 +13,7 @@ futures with a waker of its own.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, final, runtime_checkable
 
 __all__ = ("Context", "Future", "Poll", "Waker")
@@ -131,3 +131,36 @@ class Future(Protocol[T_co]):
     """
 
     def poll(self, cx: Context, /) -> Poll[T_co]: ...
+
+
+class HostWaker(Waker):
+    """A waker of another runtime's task that awaits a pet_executor future
+    (see :func:`drive_in_host`). ``woken`` records a wake that came while
+    the task was not parked (during its own poll): it then polls again at
+    once instead of parking."""
+
+    __slots__ = ("woken",)
+
+    woken: bool
+
+
+async def drive_in_host(
+    future: Future[T], waker: HostWaker, park: Callable[[], Awaitable[object]]
+) -> T:
+    """Poll ``future`` from a task of another runtime until it is ready:
+    between two polls, ``await park()`` suspends the task the host's way
+    until ``waker`` is woken. Cancelling the task drops the future."""
+    cx = Context(waker)
+    try:
+        ready = future.poll(cx)
+        while ready is Poll.PENDING:
+            if not waker.woken:
+                await park()
+            waker.woken = False
+            ready = future.poll(cx)
+    except BaseException:
+        drop = getattr(future, "drop", None)
+        if drop is not None:
+            drop()
+        raise
+    return ready.value
