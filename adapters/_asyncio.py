@@ -13,7 +13,7 @@ import threading
 import time
 from _thread import get_ident
 from asyncio import current_task
-from asyncio.events import _get_running_loop
+from asyncio.events import _get_running_loop, _set_running_loop
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import thread as _cf_thread
 from types import CodeType, FrameType
@@ -191,7 +191,11 @@ class AsyncioAdapter(RuntimeAdapter):
         future.start(token, task.cancel)  # once done already, a no-op
 
     async def await_future(
-        self, future: concurrent.futures.Future[T], *, abandon_on_cancel: bool = False
+        self,
+        future: concurrent.futures.Future[T],
+        *,
+        abandon_on_cancel: bool = False,
+        start: Callable[[], object] | None = None,
     ) -> T:
         # One loop future, completed by one call_soon_threadsafe from the
         # future's done callback (directly, when that runs on this loop's
@@ -233,6 +237,8 @@ class AsyncioAdapter(RuntimeAdapter):
                 pass
 
         future.add_done_callback(on_done)
+        if start is not None:
+            start()
         try:
             await waiter
         except asyncio.CancelledError:
@@ -527,6 +533,8 @@ class AsyncioRunner(Runner):
             self._loop.set_debug(debug)
         self._token = AsyncioToken(self._loop)
         self._task: asyncio.Task[Any] | None = None
+        #: The task step_now started and left pending, for run to go on with.
+        self._started: asyncio.Task[Any] | None = None
 
     @property
     def token(self) -> Token:
@@ -540,7 +548,8 @@ class AsyncioRunner(Runner):
         cleanup_s: float,
     ) -> Outcome:
         loop = self._loop
-        task = self._task = _create_task(loop, work, context)
+        task = self._started or _create_task(loop, work, context)
+        self._task, self._started = task, None
         timer: asyncio.TimerHandle | None = None
 
         def on_deadline() -> None:
@@ -558,12 +567,41 @@ class AsyncioRunner(Runner):
             if timer is not None:
                 timer.cancel()
             self._task = None
+        return _outcome(task)
+
+    def step_now(
+        self, work: Callable[[], Awaitable[Any]], context: contextvars.Context
+    ) -> Outcome | None:
+        # What run_forever sets up around a turn of the loop, around one
+        # step: the loop is this thread's running loop, with its async
+        # generator hooks. asyncio's own loops only (uvloop's run_forever
+        # cannot be mirrored), not in debug mode (its checks and warnings
+        # belong to a real turn), and not while the loop runs already.
+        loop = self._loop
+        if not hasattr(loop, "_asyncgen_firstiter_hook") or loop.get_debug() or loop.is_running():
+            return None
+        hooks = sys.get_asyncgen_hooks()
+        loop._thread_id = get_ident()  # type: ignore[attr-defined]
+        sys.set_asyncgen_hooks(
+            firstiter=loop._asyncgen_firstiter_hook,
+            finalizer=loop._asyncgen_finalizer_hook,  # type: ignore[attr-defined]
+        )
+        _set_running_loop(loop)
+        try:
+            if _TASK_TAKES_CONTEXT:
+                coro: Any = work()
+            else:  # Python 3.10: see _create_task
+                in_context = InContext(work(), context)  # type: ignore[arg-type]
+                coro = _as_coroutine(lambda: in_context, ())
+            task, _ = _start_task(loop, coro, context)
+        finally:
+            _set_running_loop(None)
+            sys.set_asyncgen_hooks(*hooks)
+            loop._thread_id = None  # type: ignore[attr-defined]
         if not task.done():
-            return ("pending", None)
-        if task.cancelled():
-            return ("cancelled", None)
-        error = task.exception()
-        return ("error", error) if error is not None else ("value", task.result())
+            self._started = task
+            return None
+        return _outcome(task)
 
     def cancel_current(self) -> None:
         task = self._task
@@ -586,6 +624,15 @@ class AsyncioRunner(Runner):
             loop.run_until_complete(loop.shutdown_default_executor())
         finally:
             loop.close()
+
+
+def _outcome(task: asyncio.Task[Any]) -> Outcome:
+    if not task.done():
+        return ("pending", None)
+    if task.cancelled():
+        return ("cancelled", None)
+    error = task.exception()
+    return ("error", error) if error is not None else ("value", task.result())
 
 
 def _owner_loop() -> asyncio.AbstractEventLoop | None:

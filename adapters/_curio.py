@@ -373,8 +373,14 @@ class CurioAdapter(RuntimeAdapter):
         future.start(token, lambda: cancel_task(task))
 
     async def await_future(
-        self, future: concurrent.futures.Future[T], *, abandon_on_cancel: bool = False
+        self,
+        future: concurrent.futures.Future[T],
+        *,
+        abandon_on_cancel: bool = False,
+        start: Callable[[], object] | None = None,
     ) -> T:
+        if start is not None:
+            start()  # curio's trap registers the wait itself: hand over first
         try:
             await _future_wait(future)
         except curio.CancelledError:

@@ -230,8 +230,14 @@ class PetExecutorAdapter(RuntimeAdapter):
         deliver.wake()  # registers it, or delivers at once if already done
 
     async def await_future(
-        self, future: concurrent.futures.Future[T], *, abandon_on_cancel: bool = False
+        self,
+        future: concurrent.futures.Future[T],
+        *,
+        abandon_on_cancel: bool = False,
+        start: Callable[[], object] | None = None,
     ) -> T:
+        if start is not None:
+            start()  # the wait registers at its first poll: hand over first
         try:
             return await _ConcurrentWait(future)
         except Cancelled:

@@ -208,7 +208,11 @@ class TrioAdapter(RuntimeAdapter):
         trio.lowlevel.spawn_system_task(lambda: coro, context=context)
 
     async def await_future(
-        self, future: concurrent.futures.Future[T], *, abandon_on_cancel: bool = False
+        self,
+        future: concurrent.futures.Future[T],
+        *,
+        abandon_on_cancel: bool = False,
+        start: Callable[[], object] | None = None,
     ) -> T:
         task = trio.lowlevel.current_task()
         token = trio.lowlevel.current_trio_token()
@@ -267,6 +271,8 @@ class TrioAdapter(RuntimeAdapter):
         if served is not None:
             served.serve = serve
         future.add_done_callback(on_done)
+        if start is not None:
+            start()
         deliver: Callable[[], None] | None = None
         try:
             while True:

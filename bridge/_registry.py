@@ -113,14 +113,21 @@ class RuntimeAdapter(ABC):
 
     @abstractmethod
     async def await_future(
-        self, future: concurrent.futures.Future[T], *, abandon_on_cancel: bool = False
+        self,
+        future: concurrent.futures.Future[T],
+        *,
+        abandon_on_cancel: bool = False,
+        start: Callable[[], object] | None = None,
     ) -> T:
         """Await a ``concurrent.futures.Future`` in a task of this runtime. If
         the awaiting task is cancelled, ``future.cancel()`` is requested and
         the wait goes on until the future is done (its cleanup ran); then the
         task sees its own runtime's cancellation (trio: or the result, if the
         work finished anyway, with the cancellation at the next checkpoint).
-        With ``abandon_on_cancel`` the task sees its cancellation at once."""
+        With ``abandon_on_cancel`` the task sees its cancellation at once.
+        ``start()``, if given, is called once the task can be woken, just
+        before it parks: it hands the work over (a worker that finishes at
+        once finds the waiter in place, and nothing runs here after it)."""
 
     def enter_worker(self, token: Token) -> Callable[[], None]:
         """On a worker thread of ours about to run a job for ``token``'s run:
@@ -188,6 +195,15 @@ class Runner(ABC):
         ``deadline`` (``time.monotonic()``) cancel the task and keep driving
         for up to ``cleanup_s`` more seconds while its cleanup runs. Tasks
         still pending when this returns stay pending until the next call."""
+
+    def step_now(
+        self, work: Callable[[], Awaitable[Any]], context: contextvars.Context
+    ) -> Outcome | None:
+        """Start ``work()`` as ``run`` would and take its first step here and
+        now, without driving the loop, where the runner can. Returns the
+        outcome if that step finished the work; otherwise None, and the next
+        ``run`` (with the same arguments) goes on with the started task."""
+        return None
 
     @abstractmethod
     def cancel_current(self) -> None:

@@ -20,6 +20,7 @@ that once the owner wakes, the worker has only its wait left to do.
 from __future__ import annotations
 
 import contextvars
+import functools
 import sys
 import threading
 from _thread import get_ident
@@ -216,6 +217,16 @@ def _run(
         set_own_worker(None, None)
 
 
+def _dispatch(job: _Job) -> None:
+    try:  # an idle worker (popped atomically), or a new one
+        worker = _idle.pop()
+    except IndexError:
+        _Worker(job)
+    else:
+        worker._job = job
+        worker._wake.release()
+
+
 #: Idle workers. ``append``, ``pop`` and ``remove`` are each atomic: a worker
 #: is either popped by one dispatcher or removes itself when it expires.
 _idle: list[_Worker] = []
@@ -256,14 +267,9 @@ async def spawn_blocking(
         graph.hold(limiter.node, future)
         try:
             job: _Job = (fn, args, context, future, owner, adapter)
-            try:  # an idle worker (popped atomically), or a new one
-                worker = _idle.pop()
-            except IndexError:
-                _Worker(job)
-            else:
-                worker._job = job
-                worker._wake.release()
-            return await adapter.await_future(future, abandon_on_cancel=abandon_on_cancel)
+            return await adapter.await_future(
+                future, abandon_on_cancel=abandon_on_cancel, start=functools.partial(_dispatch, job)
+            )
         finally:
             graph.release(limiter.node, future)
     finally:

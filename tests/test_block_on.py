@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import sys
 import threading
 from typing import Any
 
 import pytest
+import sniffio
 
 import bridge
 from bridge import BlockingInLoopError, Context, RunFinishedError
@@ -45,6 +47,36 @@ def test_plain_thread_runs_here_on_a_cached_runner(driver: Driver) -> None:
     assert first[0].runtime == driver.runtime
     assert first[2] is second[2], "no new loop per call"
     assert first[0].hosted is False
+
+
+def test_work_done_in_its_first_step_sees_a_running_loop() -> None:
+    """block_on takes the work's first step at once (no turn of the loop
+    when it does not suspend), inside everything a turn sets up."""
+
+    async def gen() -> Any:
+        yield 1
+
+    async def first_step_only() -> tuple[bool, bool, str, bool, int]:
+        loop = asyncio.get_running_loop()
+        agen = gen()
+        await agen.__anext__()  # registered with the loop's hooks
+        VAR.set("changed")
+        return (
+            loop.is_running(),
+            asyncio.current_task() is not None,
+            sniffio.current_async_library(),
+            agen in loop._asyncgens,  # type: ignore[attr-defined]
+            len(VAR.get()),
+        )
+
+    hooks = sys.get_asyncgen_hooks()
+    VAR.set("caller")
+    assert bridge.block_on(first_step_only, copy_back=True) == (True, True, "asyncio", True, 7)
+    assert VAR.get() == "changed", "the first step ran in the copied context"
+    with pytest.raises(RuntimeError):
+        asyncio.get_running_loop()  # nothing left running on this thread
+    assert sys.get_asyncgen_hooks() == hooks
+    assert bridge.block_on(asyncio.sleep, 0, "then a suspending call") == "then a suspending call"
 
 
 def test_pending_tasks_stay_pending_until_the_next_call() -> None:
