@@ -1,15 +1,22 @@
-"""Shared fixtures: one parametrisation over the runtimes (and loop variants)."""
+"""Shared fixtures: one parametrisation over the runtimes (and loop variants),
+made by the project's own pytest plugin (bridge.pytest_plugin)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.runtimes import Driver, driver_params
+from tests.runtimes import DRIVERS, Driver
+
+# tests/test_pytest_plugin.py runs small suites under the plugin.
+pytest_plugins = ["pytester"]
+
+_BY_ID = {d.id: d for d in DRIVERS}
 
 
-@pytest.fixture(params=driver_params())
-def driver(request: pytest.FixtureRequest) -> Driver:
-    """Each available runtime variant in turn; unavailable ones are collected
-    and skipped with their reason."""
-    d: Driver = request.param
-    return d
+@pytest.fixture
+def driver(bridge_runtime: str) -> Driver:
+    """Each runtime variant in turn (ids ``[asyncio]``, ``[asyncio+uvloop]``,
+    ``[trio]``, ``[curio]``, ``[pet_executor]``): the plugin parametrises
+    ``bridge_runtime``, collects unavailable variants and skips them with
+    their reason, and checks each test for leaks."""
+    return _BY_ID[bridge_runtime]

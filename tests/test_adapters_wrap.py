@@ -30,13 +30,19 @@ FOREIGN_HOSTS = driver_params(lambda d: d.runtime != "pet_executor")
 
 @pytest.fixture(scope="module")
 def asyncio_pet() -> Iterator[PetExecutor]:
+    import asyncio
+
     with PetExecutor("asyncio", name="wrap-asyncio") as pet:
+        pet.call(asyncio.sleep, 0)  # started here: the module's, not a test's
         yield pet
 
 
 @pytest.fixture(scope="module")
 def pet_pet() -> Iterator[PetExecutor]:
+    import pet_executor
+
     with PetExecutor("pet_executor", name="wrap-pet_executor") as pet:
+        pet.call(pet_executor.sleep, 0)  # started here: the module's, not a test's
         yield pet
 
 
