@@ -9,26 +9,12 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-import pytest
-
 import bridge
 from pet_executor._host import PetExecutor
 from tests.runtimes import DRIVERS, Driver
 
 #: How long a test waits for something another thread does, at most.
 WAIT_S = 10.0
-
-
-def pair_params(
-    where: Callable[[Driver, Driver], bool] = lambda h, g: True,
-) -> list[Any]:
-    """``pytest.param(host, guest)`` for every ordered pair, ids ``host->guest``."""
-    return [
-        pytest.param(h, g, id=f"{h.id}->{g.id}", marks=[*h.marks(), *g.marks()])
-        for h in DRIVERS
-        for g in DRIVERS
-        if where(h, g)
-    ]
 
 
 class Pets:
@@ -50,10 +36,19 @@ class Pets:
             pet.close()
 
 
+async def _nothing() -> None:
+    return None
+
+
 @contextlib.contextmanager
 def pets() -> Iterator[Pets]:
+    """A pet per available guest variant, started at once: they are the
+    fixture's, not the first test's that uses one (the leak check)."""
     made = Pets()
     try:
+        for guest in DRIVERS:
+            if not guest.marks():
+                made(guest).call(_nothing)
         yield made
     finally:
         made.close()

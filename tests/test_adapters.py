@@ -21,7 +21,6 @@ from tests.adapter_helpers import (
     cancel_when,
     host_cancel_type,
     notes_of,
-    pair_params,
     pets,
     sniffio_name,
     wait_for,
@@ -29,8 +28,6 @@ from tests.adapter_helpers import (
 from tests.runtimes import DRIVERS, Driver
 
 VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
-
-PAIRS = pair_params()
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +39,6 @@ def guest_pets() -> Iterator[Pets]:
 # -- results and exceptions ---------------------------------------------------------
 
 
-@pytest.mark.parametrize(("host", "guest"), PAIRS)
 def test_result_crosses_and_the_guest_runs_on_its_pet(
     host: Driver, guest: Driver, guest_pets: Pets
 ) -> None:
@@ -75,7 +71,6 @@ class Boom(Exception):
     pass
 
 
-@pytest.mark.parametrize(("host", "guest"), PAIRS)
 def test_exception_crosses_with_one_note_per_hop(
     host: Driver, guest: Driver, guest_pets: Pets
 ) -> None:
@@ -122,7 +117,6 @@ def test_exception_crosses_with_one_note_per_hop(
 # -- cancellation ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("host", "guest"), PAIRS)
 def test_host_cancellation_cancels_the_guest_after_its_cleanup(
     host: Driver, guest: Driver, guest_pets: Pets
 ) -> None:
@@ -155,7 +149,6 @@ def test_host_cancellation_cancels_the_guest_after_its_cleanup(
     assert cleaned_first, "the guest's finally ran before the host's waiter finished"
 
 
-@pytest.mark.parametrize(("host", "guest"), PAIRS)
 def test_host_timeout_cancels_the_guest_and_raises_the_host_timeout(
     host: Driver, guest: Driver, guest_pets: Pets
 ) -> None:
@@ -185,7 +178,6 @@ async def _noop() -> None:
     return None
 
 
-@pytest.mark.parametrize(("host", "guest"), PAIRS)
 def test_guest_side_cancellation_is_guest_cancelled_error(
     host: Driver, guest: Driver, guest_pets: Pets
 ) -> None:
@@ -269,7 +261,6 @@ async def _with_sibling(runtime: str, body: Any) -> tuple[Any, str]:
     return out[0], await sib_handle
 
 
-@pytest.mark.parametrize(("host", "guest"), PAIRS)
 def test_guest_pet_closing_is_run_finished_error(host: Driver, guest: Driver) -> None:
     """A guest pet that closes under the call: RunFinishedError, the guest's
     cleanup ran, and a sibling of the host keeps running."""
@@ -425,7 +416,6 @@ def test_a_bad_target_says_what_targets_are() -> None:
         DRIVERS[0].run(main)
 
 
-@pytest.mark.parametrize(("host", "guest"), PAIRS)
 def test_a_token_target_runs_on_that_exact_run(
     host: Driver, guest: Driver, guest_pets: Pets
 ) -> None:

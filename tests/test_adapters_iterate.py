@@ -17,13 +17,10 @@ from tests.adapter_helpers import (
     cancel_when,
     current_task_object,
     host_cancel_type,
-    pair_params,
     pets,
     sniffio_name,
 )
 from tests.runtimes import DRIVERS, Driver
-
-PAIRS = pair_params()
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +60,6 @@ def numbers(guest: Driver, log: Log, n: int) -> Any:
     return gen()
 
 
-@pytest.mark.parametrize(("host", "guest"), PAIRS)
 def test_iterate_runs_every_step_in_one_guest_task(
     host: Driver, guest: Driver, guest_pets: Pets
 ) -> None:
@@ -78,7 +74,6 @@ def test_iterate_runs_every_step_in_one_guest_task(
     assert log.final_where == (guest.runtime, pet.name), "finalised in the guest"
 
 
-@pytest.mark.parametrize(("host", "guest"), PAIRS)
 def test_leaving_early_finalises_the_generator_in_the_guest(
     host: Driver, guest: Driver, guest_pets: Pets
 ) -> None:
@@ -102,7 +97,6 @@ def test_leaving_early_finalises_the_generator_in_the_guest(
     assert log.final_where == (guest.runtime, pet.name)
 
 
-@pytest.mark.parametrize(("host", "guest"), PAIRS)
 def test_an_abandoned_iterator_is_finalised_in_the_guest(
     host: Driver, guest: Driver, guest_pets: Pets
 ) -> None:
@@ -119,7 +113,6 @@ def test_an_abandoned_iterator_is_finalised_in_the_guest(
     assert log.final_where == (guest.runtime, pet.name)
 
 
-@pytest.mark.parametrize(("host", "guest"), PAIRS)
 def test_cancelling_the_host_mid_step_finalises_the_guest_first(
     host: Driver, guest: Driver, guest_pets: Pets
 ) -> None:
@@ -159,7 +152,6 @@ def test_cancelling_the_host_mid_step_finalises_the_guest_first(
     assert log.final_where == (guest.runtime, pet.name)
 
 
-@pytest.mark.parametrize(("host", "guest"), PAIRS)
 def test_iterator_errors_cross_with_a_note(host: Driver, guest: Driver, guest_pets: Pets) -> None:
     pet = guest_pets(guest)
 
@@ -182,7 +174,6 @@ def test_iterator_errors_cross_with_a_note(host: Driver, guest: Driver, guest_pe
     assert any(f"raised in {guest.runtime} task" in n for n in error.__notes__)
 
 
-@pytest.mark.parametrize(("host", "guest"), PAIRS)
 def test_enter_runs_enter_and_exit_in_one_guest_task(
     host: Driver, guest: Driver, guest_pets: Pets
 ) -> None:
