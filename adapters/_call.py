@@ -29,9 +29,11 @@ import contextvars
 import functools
 import inspect
 import threading
+from _thread import get_ident as _get_ident
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from types import TracebackType
+from inspect import CO_COROUTINE
+from types import FunctionType, TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bridge._block_on import submit_to
@@ -79,6 +81,11 @@ def _host_context(api: str, what: str) -> Context:
 def _check_async_fn(api: str, target: object, fn: object) -> None:
     """Refuse a sync function or an async generator function up front: calling
     it in the guest would run sync code there, or return no awaitable."""
+    # The common case, an ``async def`` function, in one attribute read: its
+    # code says so (an async generator function's code has CO_ASYNC_GENERATOR,
+    # never CO_COROUTINE).
+    if type(fn) is FunctionType and fn.__code__.co_flags & CO_COROUTINE:
+        return
     inner = fn
     while isinstance(inner, functools.partial):
         inner = inner.func
@@ -106,6 +113,19 @@ def _check_async_fn(api: str, target: object, fn: object) -> None:
         )
 
 
+#: ``PetExecutor``, imported on first use: the pet host is a layer above
+#: the adapters, which import it lazily (see ``_import_pet_executor_class``).
+_pet_executor_class: type[PetExecutor] | None = None
+
+
+def _import_pet_executor_class() -> type[PetExecutor]:
+    global _pet_executor_class
+    from pet_executor._host import PetExecutor
+
+    _pet_executor_class = PetExecutor
+    return PetExecutor
+
+
 class _Route:
     """Where work for ``target`` goes, seen from the host task ``here``:
     ``local`` (a plain await on this very run), or a pet, or a token."""
@@ -113,12 +133,22 @@ class _Route:
     __slots__ = ("local", "pet", "token")
 
     def __init__(self, target: object, here: Context) -> None:
-        from pet_executor._host import PetExecutor
-
+        pet_executor_class = _pet_executor_class or _import_pet_executor_class()
         self.pet: PetExecutor | None = None
         self.token: Token | None = None
         self.local = False
-        if isinstance(target, str):
+        if isinstance(target, pet_executor_class):  # first: the common target
+            self.pet = target
+            run = target._run
+            # A pet's run is local only on the pet's own thread: the token
+            # comparison is made there alone.
+            self.local = (
+                run is not None
+                and run.thread_ident == _get_ident()
+                and run.open
+                and run.token == here.token
+            )
+        elif isinstance(target, str):
             get(target)  # unknown (LookupError) or unavailable here: a clear error
             if target == here.runtime:
                 self.local = True
@@ -129,10 +159,6 @@ class _Route:
         elif isinstance(target, Token):
             self.token = target
             self.local = here.token is not None and target == here.token
-        elif isinstance(target, PetExecutor):
-            self.pet = target
-            run = target._run
-            self.local = run is not None and run.open and run.token == here.token
         else:
             raise TypeError(
                 f"adapters.call() target must be a runtime name, a token or a PetExecutor, "

@@ -3,8 +3,8 @@
 curio has no public way to schedule work onto a kernel from another thread.
 A curio token therefore runs a small daemon task inside the kernel (spawned,
 on the kernel thread, the first time the kernel's token is asked for) that
-waits on a ``concurrent.futures.Future``; another thread queues a callback
-and completes that future, which curio turns into a wakeup of the task
+waits on a one-shot doorbell (``_Doorbell``); another thread queues a callback
+and rings the doorbell, which curio turns into a wakeup of the task
 through its own thread-safe wake queue. curio 1.6 is curio's last release,
 so the kernel internals used here (the trap table's closures) are fixed.
 """
@@ -14,12 +14,13 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import contextvars
+import functools
 import logging
+import selectors
 import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from concurrent.futures import Future
 from importlib.metadata import version as _dist_version
 from typing import Any, TypeVar
 
@@ -41,6 +42,8 @@ from bridge._registry import Outcome, Runner, RuntimeAdapter
 from bridge._work import InContext, WorkFuture
 from pet_executor._future import HostWaker, Waker, drive_in_host
 
+from ._idle import IdleYield
+
 T = TypeVar("T")
 
 _log = logging.getLogger("runtime_bridge.curio")
@@ -58,6 +61,33 @@ async def _as_coroutine(awaitable: Awaitable[T]) -> T:
     return await awaitable
 
 
+class _Spawner:
+    """What ``_spawn_detached`` needs of one kernel, read once from its trap
+    table's closures (every work call spawns a task: no per-call lookups)."""
+
+    __slots__ = ("activations", "cancel_task", "reschedule", "taskcls", "tasks")
+
+    def __init__(self, kernel: curio.Kernel) -> None:
+        new_task = _kernel_closure(kernel, "trap_spawn", "new_task")
+        cells = dict(zip(new_task.__code__.co_freevars, new_task.__closure__, strict=True))
+        self.taskcls = cells["taskcls"].cell_contents
+        self.tasks = cells["tasks"].cell_contents
+        self.reschedule = cells["reschedule_task"].cell_contents
+        self.activations = cells["_activations"].cell_contents
+        self.cancel_task = kernel._traps["trap_cancel_task"]
+
+
+_SPAWNER_ATTR = "_runtime_bridge_spawner"
+
+
+def _spawner(kernel: curio.Kernel) -> _Spawner:
+    spawner: _Spawner | None = kernel.__dict__.get(_SPAWNER_ATTR)
+    if spawner is None:
+        spawner = _Spawner(kernel)
+        setattr(kernel, _SPAWNER_ATTR, spawner)
+    return spawner
+
+
 def _spawn_detached(kernel: curio.Kernel, coro: Any) -> Any:
     """Start a daemon task from sync code on the kernel's thread.
 
@@ -66,15 +96,47 @@ def _spawn_detached(kernel: curio.Kernel, coro: Any) -> Any:
     (as it is whenever sync code runs); without a parent it copies the
     current context instead.
     """
-    new_task = _kernel_closure(kernel, "trap_spawn", "new_task")
-    cells = dict(zip(new_task.__code__.co_freevars, new_task.__closure__, strict=True))
-    task = cells["taskcls"].cell_contents(coro, None)
+    spawner = _spawner(kernel)
+    task = spawner.taskcls(coro, None)
     task.daemon = True
-    cells["tasks"].cell_contents[task.id] = task
-    cells["reschedule_task"].cell_contents(task)
-    for activation in cells["_activations"].cell_contents:
+    spawner.tasks[task.id] = task
+    spawner.reschedule(task)
+    for activation in spawner.activations:
         activation.created(task)
     return task
+
+
+class _Doorbell:
+    """What a token's service task waits on with curio's ``_future_wait``
+    (which needs only ``add_done_callback`` and ``cancel``): a one-shot
+    future without ``concurrent.futures.Future``'s condition, one per wake."""
+
+    __slots__ = ("callback", "rung")
+
+    def __init__(self) -> None:
+        self.rung = False
+        self.callback: Callable[[_Doorbell], object] | None = None
+
+    def add_done_callback(self, fn: Callable[[_Doorbell], object]) -> None:
+        # Called on the kernel's thread, by the trap, with the token's lock
+        # not held: ``ring`` may come from another thread at the same time.
+        # Whichever of the two comes second calls ``fn`` (the GIL orders them).
+        self.callback = fn
+        if self.rung:
+            fn(self)
+
+    def ring(self) -> None:
+        """Under the token's lock, at most once per doorbell."""
+        self.rung = True
+        callback = self.callback
+        if callback is not None:
+            callback(self)
+
+    def done(self) -> bool:
+        return self.rung
+
+    def cancel(self) -> bool:
+        return False
 
 
 class CurioToken(Token):
@@ -88,7 +150,7 @@ class CurioToken(Token):
         self._kernel = kernel
         self._lock = threading.Lock()
         self._queue: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
-        self._wakeup: Future[None] = Future()
+        self._wakeup = _Doorbell()
         self._closed = False
         #: Set by a runner between two calls: nothing drives the kernel then.
         self.paused = False
@@ -108,15 +170,15 @@ class CurioToken(Token):
                     "of its runner; nothing would run the callback."
                 )
             self._queue.append((fn, args))
-            if not self._wakeup.done():
-                self._wakeup.set_result(None)
+            if not self._wakeup.rung:
+                self._wakeup.ring()
 
     async def _serve(self) -> None:
         try:
             while True:
                 await _future_wait(self._wakeup)
                 with self._lock:
-                    self._wakeup = Future()
+                    self._wakeup = _Doorbell()
                 self._drain()
         finally:
             with self._lock:
@@ -179,6 +241,27 @@ class _TaskWaker(HostWaker):
 
     def will_wake(self, other: Waker) -> bool:
         return self is other
+
+
+class _YieldingSelector(selectors.DefaultSelector):
+    """A pet kernel's selector: it yields once before it blocks (see
+    adapters/_idle.py), so a thread about to wake the kernel rings while the
+    kernel is still awake."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.idle = IdleYield()
+        self.events: list[tuple[Any, int]] = []
+
+    def select(self, timeout: float | None = None) -> list[tuple[Any, int]]:
+        if (timeout is None or timeout > 0) and self.idle.first(self._poll_now):
+            events, self.events = self.events, []
+            return events
+        return super().select(timeout)
+
+    def _poll_now(self) -> bool:
+        self.events = super().select(0)
+        return bool(self.events)
 
 
 class _CallbackFlag(threading.local):
@@ -360,6 +443,12 @@ class CurioAdapter(RuntimeAdapter):
             kernel.run(shutdown=True)
         return result
 
+    def pet_options(self) -> dict[str, Any]:
+        # Its work comes from other threads: see _YieldingSelector.
+        if not IdleYield.available:
+            return {}
+        return {"selector": _YieldingSelector()}
+
     def spawn_work(
         self,
         token: Token,
@@ -368,9 +457,8 @@ class CurioAdapter(RuntimeAdapter):
         future: WorkFuture[T],
     ) -> None:
         kernel: Any = token.native
-        cancel_task = kernel._traps["trap_cancel_task"]
         task = _spawn_detached(kernel, _run_work(work, context, future))
-        future.start(token, lambda: cancel_task(task))
+        future.start(token, functools.partial(_spawner(kernel).cancel_task, task))
 
     async def await_future(
         self,

@@ -18,6 +18,10 @@ Used for the loops of pets only: they never run on the main thread, so no
 signal handler writes to the wake-up socket behind the loop's back (on the
 main thread, ``signal.set_wakeup_fd`` does, and a loop idling on a queue
 would not see it).
+
+Before it sleeps on the queue, the loop yields once while still marked
+running (``adapters/_idle.py``): a thread about to wake it then only appends
+to the ready queue.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import asyncio
 import selectors
 from queue import Empty, SimpleQueue
 from typing import Any
+
+from ._idle import IdleYield
 
 __all__ = ("QuietEventLoop",)
 
@@ -45,6 +51,7 @@ class _QuietSelector(selectors.DefaultSelector):
         self.sleeping = _RUNNING
         self.wakeups: SimpleQueue[None] = SimpleQueue()
         self.ready: Any = ()  # the loop's ready queue, set by the loop
+        self.idle = IdleYield()
 
     def select(self, timeout: float | None = None) -> list[tuple[Any, int]]:
         # Only the wake-up socket registered: nothing but another thread (or a
@@ -59,6 +66,9 @@ class _QuietSelector(selectors.DefaultSelector):
                 self.sleeping = _RUNNING
             return events
         if timeout is not None and timeout <= 0:
+            return []
+        # Still marked running: a waker meanwhile only appends (see _idle).
+        if not self.ready and self.idle.first(self.ready.__len__):
             return []
         self.sleeping = _ON_QUEUE
         wakeups = self.wakeups

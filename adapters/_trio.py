@@ -6,6 +6,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import functools
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from importlib.metadata import version as _dist_version
@@ -25,7 +26,7 @@ from bridge._context import (
 )
 from bridge._errors import RunFinishedError
 from bridge._registry import RuntimeAdapter, get
-from bridge._work import InContext, WorkFuture, bind_work
+from bridge._work import InContext, WorkFuture, bind_work, describe
 from pet_executor._future import HostWaker, Waker, drive_in_host
 
 T = TypeVar("T")
@@ -140,6 +141,16 @@ def _spawn_request(token: trio.lowlevel.TrioToken, request: _Request) -> None:
         get("trio").spawn_work(TrioToken(token), work, context, future)
 
 
+def _return(coro: T) -> T:
+    # spawn_system_task takes an async function: this one returns the
+    # coroutine already made (with its portal), as a lambda would, without
+    # making a lambda per call.
+    return coro
+
+
+_spawn_system_task = trio.lowlevel.spawn_system_task
+
+
 def _leave_worker() -> None:
     del PARENT_TASK_DATA.token
     del PARENT_TASK_DATA.abandon_on_cancel
@@ -200,12 +211,11 @@ class TrioAdapter(RuntimeAdapter):
         context: contextvars.Context,
         future: WorkFuture[T],
     ) -> None:
-        coro = _run_work(token, work, future)
+        coro: Any = _run_work(token, work, future)
         if token.native in PORTAL_RUNS:
-            from bridge._portal import with_portal
-
-            coro = with_portal(coro)
-        trio.lowlevel.spawn_system_task(lambda: coro, context=context)
+            # Imported by then: a portal run's main task put its token there.
+            coro = sys.modules["bridge._portal"].with_portal(coro)
+        _spawn_system_task(_return, coro, name=describe(work), context=context)
 
     async def await_future(
         self,
