@@ -27,6 +27,7 @@ from typing import Any
 
 from benchmarks import Group, Timer
 from benchmarks._pin import one_cpu
+from benchmarks.bench_pet import _setter, asyncio_wake_round_trips
 
 #: The runtimes as ``inside=`` spells them, and how to make a pet of each.
 RUNTIMES = ("asyncio", "uvloop", "trio", "curio", "pet_executor")
@@ -161,38 +162,9 @@ pairs = Group(
 def _waker_thread(
     wake_one: Callable[[Any], object],
 ) -> tuple[queue.SimpleQueue[Any], threading.Thread]:
-    """A thread that calls ``wake_one(item)`` for each item it gets, until None."""
+    """A thread that calls ``wake_one(item)`` for each item put, until None."""
     to_thread: queue.SimpleQueue[Any] = queue.SimpleQueue()
-
-    def other() -> None:
-        get = to_thread.get
-        while (item := get()) is not None:
-            wake_one(item)
-
-    thread = threading.Thread(target=other, name="bench-waker", daemon=True)
-    thread.start()
-    return to_thread, thread
-
-
-async def _asyncio_floor(timer: Timer) -> None:
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-    call_soon_threadsafe = loop.call_soon_threadsafe
-    to_thread, thread = _waker_thread(lambda fut: call_soon_threadsafe(fut.set_result, None))
-    put, new_future, wakes = to_thread.put, loop.create_future, range(WAKES)
-
-    async def round_trips() -> None:
-        for _ in wakes:
-            future = new_future()
-            put(future)
-            await future
-
-    try:
-        await timer.time_async(round_trips)
-    finally:
-        put(None)
-        thread.join()
+    return to_thread, _setter(to_thread, wake_one)
 
 
 @pairs.case(
@@ -200,7 +172,7 @@ async def _asyncio_floor(timer: Timer) -> None:
 )
 async def floor_asyncio(timer: Timer) -> None:
     one_cpu()
-    await _asyncio_floor(timer)
+    await asyncio_wake_round_trips(timer, WAKES)
 
 
 @pairs.case(
@@ -208,7 +180,7 @@ async def floor_asyncio(timer: Timer) -> None:
 )
 async def floor_uvloop(timer: Timer) -> None:
     one_cpu()
-    await _asyncio_floor(timer)
+    await asyncio_wake_round_trips(timer, WAKES)
 
 
 @pairs.case(

@@ -388,13 +388,19 @@ async def pe_wake_socket(timer: Timer) -> None:
 )
 async def asyncio_wake(timer: Timer) -> None:
     one_cpu()
+    await asyncio_wake_round_trips(timer, WAKES)
+
+
+async def asyncio_wake_round_trips(timer: Timer, count: int) -> None:
+    """Time ``count`` wakes of this task by another thread, through
+    ``call_soon_threadsafe`` (also the adapters benchmarks' asyncio floor)."""
     import asyncio
 
     loop = asyncio.get_running_loop()
     call_soon_threadsafe = loop.call_soon_threadsafe
     to_thread: queue.SimpleQueue[Any] = queue.SimpleQueue()
     thread = _setter(to_thread, lambda fut: call_soon_threadsafe(fut.set_result, None))
-    put, new_future, wakes = to_thread.put, loop.create_future, range(WAKES)
+    put, new_future, wakes = to_thread.put, loop.create_future, range(count)
 
     async def round_trips() -> None:
         for _ in wakes:
