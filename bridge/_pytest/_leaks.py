@@ -25,7 +25,8 @@ from ._dump import TaskInfo
 
 __all__ = ("Allowance", "Snapshot", "find_leaks", "snapshot")
 
-#: How long, in all, the check waits for new threads that are finishing.
+#: How long, in all, the check waits for new threads and descriptors that
+#: are on their way out.
 EXIT_GRACE_S = 1.0
 
 #: Threads that are caches by design, idle between uses.
@@ -165,12 +166,22 @@ def find_leaks(
         and (t in exempt or any(fnmatch.fnmatchcase(t.name, p) for p in patterns))
         for t in after.threads
     )
-    for fd, target in sorted(after.fds.items()):
+    new_fds = {
+        fd: target
+        for fd, target in after.fds.items()
         # A descriptor open before may point elsewhere now (output capture
         # swaps 1 and 2): only new numbers count.
-        if fd in before.fds or (fd, target) in allowed.fds:
-            continue
-        if cache_started and not target.startswith("/"):
-            continue
-        lines.append(f"file descriptor {fd} ({target}) is still open")
+        if fd not in before.fds
+        and (fd, target) not in allowed.fds
+        and not (cache_started and not target.startswith("/"))
+    }
+    # Another thread may be reading a file at the moment of the snapshot (a
+    # traceback being formatted reads sources): only what stays open counts.
+    while new_fds and time.monotonic() < deadline:
+        time.sleep(0.01)
+        now = _fds()
+        new_fds = {fd: target for fd, target in new_fds.items() if now.get(fd) == target}
+    lines.extend(
+        f"file descriptor {fd} ({target}) is still open" for fd, target in sorted(new_fds.items())
+    )
     return lines
