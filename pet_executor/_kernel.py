@@ -108,6 +108,25 @@ _get_ident = threading.get_ident
 _sched_yield: Callable[[], None] | None = getattr(os, "sched_yield", None)
 _PENDING = Poll.PENDING
 _INF = math.inf
+#: On the main thread an idle wait is cut into slices this long. A signal that
+#: arrives just before the wait blocks does not interrupt it, and its handler
+#: (Ctrl-C's KeyboardInterrupt) runs only when the wait returns: at the end of
+#: the slice, instead of never.
+_MAIN_IDLE_SLICE_S = 0.1
+
+
+def _on_main_thread() -> bool:
+    return _get_ident() == threading.main_thread().ident
+
+
+def _wait_in_slices(get: Callable[[bool, float], None]) -> None:
+    # SimpleQueue.get(), for the main thread (see _MAIN_IDLE_SLICE_S).
+    while True:
+        try:
+            get(True, _MAIN_IDLE_SLICE_S)
+            return
+        except Empty:
+            continue
 
 
 class Cancelled(BaseException):
@@ -1023,6 +1042,8 @@ class Kernel:
         idle = _IDLE
         wakeup_thread = self._wakeup_thread
         wait_for_wakeup = self._wakeup_queue.get
+        if _on_main_thread():
+            wait_for_wakeup = partial(_wait_in_slices, wait_for_wakeup)
         yield_cpu = _sched_yield
         skip_yields = 0  # idles left that block at once, after yields in vain
         backoff = 1
@@ -1235,6 +1256,11 @@ class Kernel:
                 timeout = None
             elif timeout < 0:
                 timeout = 0.0
+        # Cut short on the main thread (see _MAIN_IDLE_SLICE_S): the loop then
+        # comes back here, and the clock hears of no expiry.
+        sliced = _on_main_thread() and (timeout is None or timeout > _MAIN_IDLE_SLICE_S)
+        if sliced:
+            timeout = _MAIN_IDLE_SLICE_S
         reactor = self._reactor
         if reactor is not None and reactor.count:
             self._sleeping = reactor.wakeup
@@ -1251,7 +1277,7 @@ class Kernel:
                 except Empty:
                     happened = False
             self._sleeping = None
-        if not happened and timers and not self._remote:
+        if not happened and timers and not self._remote and not sliced:
             self._clock.idle_expired(timers[0][0])
 
     def _shutdown(self) -> None:

@@ -566,3 +566,45 @@ def test_ctrl_c_while_the_kernel_idles_cancels_the_tasks_and_runs_their_cleanup(
     out, err = proc.communicate(timeout=30)
     assert out.split() == ["cleanup", "ran", "KeyboardInterrupt", "reached", "the", "caller"], err
     assert proc.returncode == 0
+
+
+def test_ctrl_c_that_does_not_interrupt_the_idle_wait_still_reaches_the_caller() -> None:
+    """A signal that lands just before the idle wait blocks does not interrupt
+    it (nor does one taken by another thread): its handler runs once the wait
+    returns. Here the main thread blocks SIGINT, so another thread takes it;
+    the kernel must still see the KeyboardInterrupt, soon."""
+    import signal
+    import subprocess
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import signal
+        import threading
+        import pet_executor as pe
+
+        threading.Thread(target=threading.Event().wait, daemon=True).start()
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+        async def main():
+            try:
+                print("ready", flush=True)
+                await pe.Event().wait()
+            finally:
+                print("cleanup ran", flush=True)
+
+        try:
+            pe.run(main)
+        except KeyboardInterrupt:
+            print("KeyboardInterrupt reached the caller", flush=True)
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert out.split() == ["cleanup", "ran", "KeyboardInterrupt", "reached", "the", "caller"], err
+    assert proc.returncode == 0
