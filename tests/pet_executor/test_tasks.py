@@ -537,7 +537,11 @@ def test_ctrl_c_while_the_kernel_idles_cancels_the_tasks_and_runs_their_cleanup(
 
     code = textwrap.dedent(
         """
+        import signal
         import pet_executor as pe
+
+        # A child started in the background inherits SIGINT ignored.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
         async def worker():
             try:
@@ -583,6 +587,7 @@ def test_ctrl_c_that_does_not_interrupt_the_idle_wait_still_reaches_the_caller()
         import threading
         import pet_executor as pe
 
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         threading.Thread(target=threading.Event().wait, daemon=True).start()
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
