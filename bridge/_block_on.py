@@ -20,6 +20,7 @@ import contextvars
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from sys import modules as _modules
 from typing import Any, TypeVar, cast, overload
 
 from ._config import settings
@@ -74,6 +75,28 @@ def block_on(
     into the work; the work's changes come back only with ``copy_back=True``.
     """
     work = as_async_callable(awaitable_or_async_fn, args)
+    context = contextvars.copy_context()
+    try:
+        # The hot path of re-entry first: code in a portal's worker, for its
+        # task's own runtime (the portal module is loaded once a portal exists).
+        portal = _modules.get("bridge._portal") if runtime is None and timeout is None else None
+        if portal is not None and portal.in_worker():
+            result: T = portal.portal_run(work(), context)
+            return result
+        return _run_from_here(awaitable_or_async_fn, work, context, runtime, timeout)
+    finally:
+        if copy_back:
+            copy_context_back(context)
+
+
+def _run_from_here(
+    awaitable_or_async_fn: object,
+    work: Callable[[], Awaitable[T]],
+    context: contextvars.Context,
+    runtime: str | None,
+    timeout: float | None,
+) -> T:
+    """``block_on``, by the table, for the caller's ``current_context()``."""
     what = describe(awaitable_or_async_fn)
     here = current_context()
     if here.role == "event_loop" and not here.portal and settings.policy != "offload":
@@ -82,33 +105,28 @@ def block_on(
     target = runtime or (here.runtime if here.role != "plain" else None)
     target = target or settings.default_runtime
     adapter = get(target)
-    context = contextvars.copy_context()
-    try:
-        if here.portal:
-            return _through_portal(here, target, adapter, work, context, timeout)
-        if here.role == "event_loop":
-            # The offload policy: this loop blocks while the target's pet runs
-            # the work, under deadlock detection.
-            return _on_shared_pet(target, work, context, what, timeout)
-        if here.role == "worker":
-            if here.token is not None and here.token.runtime == target:
-                # Back to the loop that owns this worker: objects bound to it
-                # work. The task waiting for this worker runs it, where it can.
-                job = own_worker_job()
-                serve = None if job is None else job.serve
-                if serve is not None:
-                    future = cast("WorkFuture[T]", serve(work, context, what))
-                else:
-                    future = submit_to(here.token, adapter, work, context, what)
-                return wait_submitted(here, future, timeout, what)
-            return _on_shared_pet(target, work, context, what, timeout)
-        runner = thread_runner(target)
-        if runner is None:  # trio: a run cannot be resumed on this thread
-            return _on_shared_pet(target, work, context, what, timeout)
-        return _drive(target, runner, work, context, what, timeout)
-    finally:
-        if copy_back:
-            copy_context_back(context)
+    if here.portal:
+        return _through_portal(here, target, adapter, work, context, timeout)
+    if here.role == "event_loop":
+        # The offload policy: this loop blocks while the target's pet runs
+        # the work, under deadlock detection.
+        return _on_shared_pet(target, work, context, what, timeout)
+    if here.role == "worker":
+        if here.token is not None and here.token.runtime == target:
+            # Back to the loop that owns this worker: objects bound to it
+            # work. The task waiting for this worker runs it, where it can.
+            job = own_worker_job()
+            serve = None if job is None else job.serve
+            if serve is not None:
+                future = cast("WorkFuture[T]", serve(work, context, what))
+            else:
+                future = submit_to(here.token, adapter, work, context, what)
+            return wait_submitted(here, future, timeout, what)
+        return _on_shared_pet(target, work, context, what, timeout)
+    runner = thread_runner(target)
+    if runner is None:  # trio: a run cannot be resumed on this thread
+        return _on_shared_pet(target, work, context, what, timeout)
+    return _drive(target, runner, work, context, what, timeout)
 
 
 def _through_portal(

@@ -128,6 +128,7 @@ from greenlet import greenlet as _greenlet
 
 from ._context import current_context
 from ._errors import ContextPanic, Fix
+from ._work import InContext
 
 if TYPE_CHECKING:
     import asyncio
@@ -607,6 +608,24 @@ def has_portal() -> bool:
     if type(current) is _PortalGreenlet:
         return True
     return current.parent is not None and _enclosing_portal(current) is not None
+
+
+def in_worker() -> bool:
+    """Whether this code runs in a portal's worker itself (not in a greenlet
+    started from one): :func:`portal_run` may be used here."""
+    return type(getcurrent()) is _PortalGreenlet
+
+
+def portal_run(coro: Coroutine[Any, Any, T], context: contextvars.Context) -> T:
+    """``portal_await(InContext(coro, context))``, for code that runs in a
+    portal's worker (:func:`in_worker`), with the first step taken right
+    here: work that does not suspend costs one ``Context.run`` and nothing
+    else (the hot path of re-entry through ``block_on``)."""
+    try:
+        yielded = context.run(coro.send, None)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    return portal_await(InContext(coro, context, yielded))
 
 
 def _enclosing_portal(current: Any) -> Any:

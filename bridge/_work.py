@@ -415,34 +415,51 @@ async def _await(awaitable: Awaitable[T]) -> T:
     return await awaitable
 
 
+_UNSTARTED: Any = object()
+
+
 class InContext:
     """Awaitable that runs every step of ``coro`` inside ``context``, so the
     work's contextvar changes land in that context (and can be copied back)
-    whatever the runtime does with contexts."""
+    whatever the runtime does with contexts. ``first``: what ``coro``
+    yielded in a first step taken already (in ``context``), to go on from."""
 
-    __slots__ = ("_context", "_coro")
+    __slots__ = ("_context", "_coro", "_first")
 
-    def __init__(self, coro: Coroutine[Any, Any, T], context: contextvars.Context) -> None:
+    def __init__(
+        self,
+        coro: Coroutine[Any, Any, T],
+        context: contextvars.Context,
+        first: Any = _UNSTARTED,
+    ) -> None:
         self._coro = coro
         self._context = context
+        self._first = first
 
     def __await__(self) -> Generator[Any, Any, T]:
         run, send, throw = self._context.run, self._coro.send, self._coro.throw
-        value: Any = None
-        error: BaseException | None = None
-        while True:
+        yielded, self._first = self._first, None
+        if yielded is _UNSTARTED:
             try:
-                yielded = run(send, value) if error is None else run(throw, error)
+                yielded = run(send, None)
             except StopIteration as stop:
                 result: T = stop.value
                 return result
+        while True:
+            value: Any = None
+            error: BaseException | None = None
             try:
-                value, error = (yield yielded), None
+                value = yield yielded
             except GeneratorExit:
                 run(self._coro.close)
                 raise
             except BaseException as exc:  # delivered into the coroutine next step
-                value, error = None, exc
+                error = exc
+            try:
+                yielded = run(send, value) if error is None else run(throw, error)
+            except StopIteration as stop:
+                result = stop.value
+                return result
 
 
 def copy_back(context: contextvars.Context) -> None:

@@ -16,6 +16,7 @@ PAGES_WITH_EXAMPLES = [
     "docs/pets.md",
     "docs/deadlocks.md",
     "docs/adapters.md",
+    "docs/portals.md",
 ]
 
 

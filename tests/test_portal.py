@@ -1264,3 +1264,46 @@ def test_steps_taken_inside_other_steps_leave_the_workers_pooled(eager: bool) ->
     workers = {ref() for ref in seen}
     assert None not in workers
     assert len(workers) <= 3
+
+
+@pytest.mark.parametrize("suspends", [False, True], ids=["done-at-once", "suspends"])
+def test_block_on_through_the_portal_copies_contextvars_in_and_back_on_request(
+    driver: Driver, suspends: bool
+) -> None:
+    """block_on in a task's portal (its hot path for work that finishes at
+    once, the portal's parking for work that suspends): the work sees the
+    caller's variables, its changes come back only with copy_back=True, and
+    an error keeps the work's frames."""
+    import bridge
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+
+    async def read_and_set() -> str:
+        if suspends:
+            await driver.sleep(0)
+        seen = var.get()
+        var.set("set by the work")
+        return seen
+
+    async def fails() -> None:
+        if suspends:
+            await driver.sleep(0)
+        raise ValueError("from the work")
+
+    def sync_caller() -> tuple[str, str, str, str, list[str]]:
+        seen = bridge.block_on(read_and_set)
+        after = var.get()
+        seen_again = bridge.block_on(read_and_set, copy_back=True)
+        try:
+            bridge.block_on(fails)
+        except ValueError as error:
+            frames = [frame.name for frame in traceback.extract_tb(error.__traceback__)]
+        return seen, after, seen_again, var.get(), frames
+
+    async def body() -> tuple[str, str, str, str, list[str]]:
+        var.set("caller")
+        return sync_caller()
+
+    seen, after, seen_again, final, frames = run_with_portal(driver, body)
+    assert (seen, after, seen_again, final) == ("caller", "caller", "caller", "set by the work")
+    assert "fails" in frames, frames
