@@ -58,6 +58,7 @@ import math
 import os
 import sys
 import threading
+import time
 import types
 import warnings
 import weakref
@@ -119,14 +120,18 @@ def _on_main_thread() -> bool:
     return _get_ident() == threading.main_thread().ident
 
 
-def _wait_in_slices(get: Callable[[bool, float], None]) -> None:
-    # SimpleQueue.get(), for the main thread (see _MAIN_IDLE_SLICE_S).
+def _wait_in_slices(wait: Callable[[float], bool], timeout: float | None) -> bool:
+    """``wait(timeout)`` (True: something happened; False: it timed out), in
+    slices of at most ``_MAIN_IDLE_SLICE_S``: for the main thread."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        try:
-            get(True, _MAIN_IDLE_SLICE_S)
-            return
-        except Empty:
-            continue
+        left = _MAIN_IDLE_SLICE_S
+        if deadline is not None:
+            left = max(0.0, min(left, deadline - time.monotonic()))
+        if wait(left):
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
 
 
 class Cancelled(BaseException):
@@ -1041,9 +1046,9 @@ class Kernel:
         scheduled = _SCHEDULED
         idle = _IDLE
         wakeup_thread = self._wakeup_thread
-        wait_for_wakeup = self._wakeup_queue.get
+        wait_for_wakeup: Callable[[], object] = self._wakeup_queue.get
         if _on_main_thread():
-            wait_for_wakeup = partial(_wait_in_slices, wait_for_wakeup)
+            wait_for_wakeup = partial(_wait_in_slices, self._queue_wait, None)
         yield_cpu = _sched_yield
         skip_yields = 0  # idles left that block at once, after yields in vain
         backoff = 1
@@ -1256,29 +1261,31 @@ class Kernel:
                 timeout = None
             elif timeout < 0:
                 timeout = 0.0
-        # Cut short on the main thread (see _MAIN_IDLE_SLICE_S): the loop then
-        # comes back here, and the clock hears of no expiry.
-        sliced = _on_main_thread() and (timeout is None or timeout > _MAIN_IDLE_SLICE_S)
-        if sliced:
-            timeout = _MAIN_IDLE_SLICE_S
         reactor = self._reactor
         if reactor is not None and reactor.count:
             self._sleeping = reactor.wakeup
             if self._remote:
                 timeout = 0.0
-            happened = reactor.poll(timeout)
-            self._sleeping = None
+            wait: Callable[[float | None], bool] = reactor.poll
         else:
             self._sleeping = self._wakeup_thread
+            wait = self._queue_wait
+        if self._remote and wait is self._queue_wait:
             happened = True
-            if not self._remote:
-                try:
-                    self._wakeup_queue.get(True, timeout)
-                except Empty:
-                    happened = False
-            self._sleeping = None
-        if not happened and timers and not self._remote and not sliced:
+        elif timeout != 0.0 and _on_main_thread():
+            happened = _wait_in_slices(wait, timeout)
+        else:
+            happened = wait(timeout)
+        self._sleeping = None
+        if not happened and timers and not self._remote:
             self._clock.idle_expired(timers[0][0])
+
+    def _queue_wait(self, timeout: float | None) -> bool:
+        try:
+            self._wakeup_queue.get(True, timeout)
+        except Empty:
+            return False
+        return True
 
     def _shutdown(self) -> None:
         """Abort what is left, run its cleanup, finalize async generators,

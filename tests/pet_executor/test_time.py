@@ -256,3 +256,18 @@ def test_many_finished_timeouts_do_not_pile_up() -> None:
         return len(kernel._timers)
 
     assert pe.run(main, clock=pe.MockClock()) < 200
+
+
+def test_autojump_threshold_longer_than_the_main_threads_idle_slice() -> None:
+    """On the main thread the kernel idles in short slices (so Ctrl-C is never
+    lost); the test clock still jumps once the whole threshold has passed."""
+    assert threading.current_thread() is threading.main_thread(), "the case needs the main thread"
+
+    async def main() -> float:
+        await pe.sleep(3600)
+        return pe.now()
+
+    started = time.perf_counter()
+    assert pe.run(main, clock=pe.MockClock(autojump=True, autojump_threshold=0.25)) == 3600.0
+    elapsed = time.perf_counter() - started
+    assert 0.25 <= elapsed < 5.0, elapsed
