@@ -5,6 +5,8 @@ Four groups:
 - ``adapters_peer``: asyncio awaiting trio and trio awaiting asyncio, a
   no-op each, through ``adapters.call`` to the other runtime's pet, against
   trio_asyncio's ``trio_as_aio`` / ``aio_as_trio`` (both loops on one thread);
+  and the placement of a trio guest: the same bare requests into a trio
+  guest run on the host's loop and into a trio run on a thread of its own;
 - ``adapters_pairs``: the round trip of ``adapters.call(pet, noop)`` for each
   of the 25 ordered host x guest pairs, against each runtime's cross-thread
   wake floor (another thread wakes a task of the runtime, the runtime's own
@@ -146,6 +148,98 @@ async def asyncio_awaits_trio() -> AsyncIterator[Callable[[], Awaitable[object]]
         yield lambda: call(pet, noop)
     finally:
         await _close(pet)
+
+
+@peer.case(
+    "trio guest mode on the host's loop: token.run_sync_soon to a trio task that answers  "
+    "[asyncio task, trio noop]",
+    inside="asyncio",
+    requires=("trio",),
+    vs=("asyncio_awaits_trio", "trio_as_aio"),
+)
+async def trio_guest_mode(timer: Timer) -> None:
+    """What a trio guest run on the asyncio host's own loop would cost per
+    call (the placement docs/adapters.md turns down): the request reaches the
+    run through its token (trio's I/O thread wakes, then hands the tick back
+    to the host loop), the guest task answers on the host's thread."""
+    one_cpu()
+    import asyncio
+    import math
+
+    import trio
+
+    loop = asyncio.get_running_loop()
+    started: asyncio.Future[Any] = loop.create_future()
+    ended: asyncio.Future[Any] = loop.create_future()
+
+    async def guest() -> None:
+        send, receive = trio.open_memory_channel[Any](math.inf)
+        started.set_result((trio.lowlevel.current_trio_token(), send))
+        async with receive:
+            async for fn, answer in receive:
+                answer.set_result(await fn())
+
+    trio.lowlevel.start_guest_run(
+        guest,
+        run_sync_soon_threadsafe=loop.call_soon_threadsafe,
+        run_sync_soon_not_threadsafe=loop.call_soon,
+        done_callback=ended.set_result,
+    )
+    token, send = await started
+
+    def call() -> asyncio.Future[Any]:
+        answer = loop.create_future()
+        token.run_sync_soon(send.send_nowait, (noop, answer))
+        return answer
+
+    try:
+        await timer.time_async(call)
+    finally:
+        token.run_sync_soon(send.close)
+        (await ended).unwrap()
+
+
+@peer.case(
+    "trio run on a thread of its own, the same requests: token.run_sync_soon to a trio task "
+    "that answers through call_soon_threadsafe  [asyncio task, trio noop]",
+    inside="asyncio",
+    requires=("trio",),
+    vs="trio_guest_mode",
+)
+async def trio_thread_bare(timer: Timer) -> None:
+    """``trio_guest_mode``'s protocol with the trio run where the pet puts
+    it, on a thread of its own: placement alone, none of adapters.call's
+    cancellation, contextvars, portal and notes."""
+    one_cpu()
+    import asyncio
+    import math
+
+    import trio
+
+    loop = asyncio.get_running_loop()
+    started: asyncio.Future[Any] = loop.create_future()
+
+    async def guest() -> None:
+        send, receive = trio.open_memory_channel[Any](math.inf)
+        loop.call_soon_threadsafe(started.set_result, (trio.lowlevel.current_trio_token(), send))
+        async with receive:
+            async for fn, answer in receive:
+                loop.call_soon_threadsafe(answer.set_result, await fn())
+
+    thread = threading.Thread(target=trio.run, args=(guest,), name="bench-trio", daemon=True)
+    thread.start()
+    token, send = await started
+
+    def call() -> asyncio.Future[Any]:
+        answer = loop.create_future()
+        token.run_sync_soon(send.send_nowait, (noop, answer))
+        return answer
+
+    try:
+        await timer.time_async(call)
+    finally:
+        token.run_sync_soon(send.close)
+        await asyncio.to_thread(thread.join)
 
 
 # =============================================================================
