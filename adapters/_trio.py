@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from importlib.metadata import version as _dist_version
 from typing import Any, NoReturn, TypeVar
 
+import outcome
 import trio
 from trio._core._entry_queue import EntryQueue
 from trio._core._run_context import GLOBAL_RUN_CONTEXT
@@ -55,22 +56,76 @@ class TrioToken(Token):
             raise RunFinishedError("the trio run this token belongs to has finished.") from None
 
 
-async def _run_work(token: Token, work: Callable[[], Awaitable[T]], future: WorkFuture[T]) -> None:
-    # A system task: anything escaping it would crash the run, so every end
-    # is delivered to the future instead.
-    try:
+#: A work item: (work, the context it runs in, its future).
+_Item = tuple[Callable[[], Awaitable[Any]], contextvars.Context, WorkFuture[Any]]
+
+#: The work tasks of a run that wait for an item, most recent last.
+_IDLE: trio.lowlevel.RunVar[list[_WorkTask]] = trio.lowlevel.RunVar("bridge_idle_work_tasks")
+#: How many idle work tasks a run keeps.
+_MAX_IDLE = 16
+
+
+class _WorkTask:
+    """A system task that runs work items one after another, each in its own
+    context, under the task's one cancel scope.
+
+    Starting a trio task and entering a cancel scope cost microseconds each:
+    a work task pays for them once, and later calls find it idle (``_IDLE``)
+    and hand it their item. Cancelling an item cancels the scope (only while
+    that item runs); the task then ends, and later calls start a new one.
+    Anything escaping a system task would crash the run, so every end of an
+    item is delivered to its future instead. When the run ends, idle tasks
+    leave at once and a running item ends with ``RunFinishedError``.
+    """
+
+    __slots__ = ("_idle", "_running", "_scope", "_task")
+
+    def __init__(self, idle: list[_WorkTask]) -> None:
+        self._idle = idle
+        self._running: WorkFuture[Any] | None = None
+
+    async def serve(self, token: Token, item: _Item) -> None:
+        task = self._task = trio.lowlevel.current_task()
         with trio.CancelScope() as scope:
-            future.start(token, scope.cancel)
-            future.deliver_value(await work())
-    except trio.Cancelled:
-        # Cancelled from outside our scope: the run itself is ending.
-        future.deliver_error(RunFinishedError("the trio run ended while the work was running."))
-        raise
-    except BaseException as error:
-        future.deliver_error(error)
-    else:
-        if scope.cancelled_caught:
-            future.deliver_cancelled("a trio task")
+            self._scope = scope
+            while True:
+                work, context, future = item
+                self._running = future
+                task.name = describe(work)
+                future.start(token, functools.partial(self._cancel, future))
+                try:
+                    value: Any = await InContext(context.run(work), context)  # type: ignore[arg-type]
+                except trio.Cancelled:
+                    if not scope.cancel_called:  # the run itself is ending
+                        future.deliver_error(
+                            RunFinishedError("the trio run ended while the work was running.")
+                        )
+                        raise
+                    future.deliver_cancelled("a trio task")
+                    raise  # to the scope, which ends the task
+                except BaseException as error:
+                    future.deliver_error(error)
+                else:
+                    future.deliver_value(value)
+                self._running = None
+                if scope.cancel_called or len(self._idle) >= _MAX_IDLE:
+                    return  # cancelled too late (the work ate it), or enough idle
+                self._idle.append(self)
+                item = await trio.lowlevel.wait_task_rescheduled(self._leave)
+
+    def run(self, item: _Item) -> None:
+        """Hand an idle work task ``item`` (on the run's thread)."""
+        trio.lowlevel.reschedule(self._task, outcome.Value(item))
+
+    def _cancel(self, future: WorkFuture[Any]) -> None:
+        if self._running is future:  # not an item that ended already
+            self._scope.cancel()
+
+    def _leave(self, _: object) -> trio.lowlevel.Abort:
+        # Idle, and the run is ending.
+        with contextlib.suppress(ValueError):
+            self._idle.remove(self)
+        return trio.lowlevel.Abort.SUCCEEDED
 
 
 class _TaskWaker(HostWaker):
@@ -211,11 +266,20 @@ class TrioAdapter(RuntimeAdapter):
         context: contextvars.Context,
         future: WorkFuture[T],
     ) -> None:
-        coro: Any = _run_work(token, work, future)
+        try:
+            idle = _IDLE.get()
+        except LookupError:  # the run's first work item
+            idle = []
+            _IDLE.set(idle)
+        if idle:
+            idle.pop().run((work, context, future))
+            return
+        coro: Any = _WorkTask(idle).serve(token, (work, context, future))
         if token.native in PORTAL_RUNS:
             # Imported by then: a portal run's main task put its token there.
             coro = sys.modules["bridge._portal"].with_portal(coro)
-        _spawn_system_task(_return, coro, name=describe(work), context=context)
+        # The task's own context: each item runs in its own (InContext).
+        _spawn_system_task(_return, coro, name=describe(work), context=contextvars.Context())
 
     async def await_future(
         self,
