@@ -7,7 +7,6 @@ import contextlib
 import contextvars
 import functools
 import sys
-import threading
 from collections.abc import Awaitable, Callable
 from importlib.metadata import version as _dist_version
 from typing import Any, NoReturn, TypeVar
@@ -26,8 +25,8 @@ from bridge._context import (
     worker_context,
 )
 from bridge._errors import RunFinishedError
-from bridge._registry import RuntimeAdapter, get
-from bridge._work import InContext, WorkFuture, bind_work, describe
+from bridge._registry import RuntimeAdapter
+from bridge._work import InContext, WorkFuture, describe
 from pet_executor._future import HostWaker, Waker, drive_in_host
 
 T = TypeVar("T")
@@ -162,40 +161,6 @@ class _TaskWaker(HostWaker):
         return self is other
 
 
-#: Work a worker hands back to the task waiting for it: (work, context, future).
-_Request = tuple[Callable[[], Awaitable[Any]], contextvars.Context, WorkFuture[Any]]
-
-
-async def _run_request(
-    token: trio.lowlevel.TrioToken, request: _Request
-) -> Callable[[], None] | None:
-    """In the waiting task, as a task of the run would run it: in the work's
-    context, cancelled only through its future (the waiter's cancellation is
-    the worker's business: check_cancelled). Returns what delivers the end,
-    for the caller to call just before it parks: the woken thread then finds
-    the GIL free, instead of waking to wait for it."""
-    work, context, future = request
-    if not future.claim():
-        return None
-    # One scope: shielded from the waiter's cancellation, cancelled by the
-    # future's (scopes cost microseconds on trio: one, not two).
-    with trio.CancelScope(shield=True) as scope:
-        future.start(TrioToken(token), scope.cancel)
-        try:
-            value: Any = await InContext(context.run(work), context)  # type: ignore[arg-type]
-        except BaseException as error:
-            if isinstance(error, trio.Cancelled) and scope.cancel_called:
-                return functools.partial(future.deliver_cancelled, "a trio task")
-            return functools.partial(future.deliver_error, error)
-    return functools.partial(future.deliver_value, value)
-
-
-def _spawn_request(token: trio.lowlevel.TrioToken, request: _Request) -> None:
-    work, context, future = request
-    if future.claim():
-        get("trio").spawn_work(TrioToken(token), work, context, future)
-
-
 def _return(coro: T) -> T:
     # spawn_system_task takes an async function: this one returns the
     # coroutine already made (with its portal), as a lambda would, without
@@ -291,9 +256,7 @@ class TrioAdapter(RuntimeAdapter):
         task = trio.lowlevel.current_task()
         token = trio.lowlevel.current_trio_token()
         raise_cancel: Callable[[], NoReturn] | None = None
-        parked = False  # these three only change on the trio thread
-        waiting = True
-        requests: list[_Request] = []
+        parked = False  # these two only change on the trio thread
 
         def wake() -> None:
             nonlocal parked
@@ -308,67 +271,20 @@ class TrioAdapter(RuntimeAdapter):
         def abort(cancel: Callable[[], NoReturn]) -> trio.lowlevel.Abort:
             # Ask the work to stop; unless abandoning it, keep waiting until
             # it has stopped.
-            nonlocal raise_cancel, waiting, parked
+            nonlocal raise_cancel, parked
             raise_cancel = cancel
             future.cancel()
             if abandon_on_cancel:
-                waiting = parked = False
+                parked = False
                 return trio.lowlevel.Abort.SUCCEEDED
             return trio.lowlevel.Abort.FAILED
 
-        def take(request: _Request) -> None:
-            # On the trio thread: the work the thread computing ``future``
-            # hands back to this run. This task runs it, unless it has left.
-            if waiting:
-                requests.append(request)
-                wake()
-            else:
-                _spawn_request(token, request)
-
-        def serve(
-            work: Callable[[], Awaitable[Any]], context: contextvars.Context, label: str
-        ) -> WorkFuture[Any]:
-            request_future: WorkFuture[Any] = WorkFuture(label)
-            request_future.thread_ident = self_thread
-            bind_work(context, request_future)
-            request = (work, context, request_future)
-            try:
-                token.run_sync_soon(take, request)
-            except trio.RunFinishedError:
-                request_future.deliver_error(
-                    RunFinishedError("the trio run this worker belongs to has finished.")
-                )
-            return request_future
-
-        self_thread = threading.get_ident()
-        served = future if isinstance(future, WorkFuture) else None
-        if served is not None:
-            served.serve = serve
         future.add_done_callback(on_done)
         if start is not None:
             start()
-        deliver: Callable[[], None] | None = None
-        try:
-            while True:
-                while requests:
-                    if deliver is not None:
-                        deliver()
-                    deliver = await _run_request(token, requests.pop(0))
-                if future.done():
-                    break
-                parked = True
-                if deliver is not None:
-                    deliver()
-                    deliver = None
-                await trio.lowlevel.wait_task_rescheduled(abort)
-        finally:
-            if deliver is not None:
-                deliver()
-            waiting = False
-            if served is not None:
-                served.serve = None
-            for request in requests:  # left by a cancellation (abandon_on_cancel)
-                _spawn_request(token, request)
+        while not future.done():
+            parked = True
+            await trio.lowlevel.wait_task_rescheduled(abort)
         if future.cancelled() and raise_cancel is not None:
             raise_cancel()
         return future.result()

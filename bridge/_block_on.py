@@ -21,10 +21,10 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from sys import modules as _modules
-from typing import Any, TypeVar, cast, overload
+from typing import Any, TypeVar, overload
 
 from ._config import settings
-from ._context import Context, Token, current_context, own_worker_job
+from ._context import Context, Token, current_context
 from ._errors import BlockingInLoopError, Fix, GuestCancelledError
 from ._foreign import as_delivered
 from ._registry import Runner, RuntimeAdapter, get
@@ -113,14 +113,8 @@ def _run_from_here(
         return _on_shared_pet(target, work, context, what, timeout)
     if here.role == "worker":
         if here.token is not None and here.token.runtime == target:
-            # Back to the loop that owns this worker: objects bound to it
-            # work. The task waiting for this worker runs it, where it can.
-            job = own_worker_job()
-            serve = None if job is None else job.serve
-            if serve is not None:
-                future = cast("WorkFuture[T]", serve(work, context, what))
-            else:
-                future = submit_to(here.token, adapter, work, context, what)
+            # Back to the loop that owns this worker: objects bound to it work.
+            future = submit_to(here.token, adapter, work, context, what)
             return wait_submitted(here, future, timeout, what)
         return _on_shared_pet(target, work, context, what, timeout)
     runner = thread_runner(target)

@@ -97,7 +97,6 @@ class WorkFuture(Future[T]):
         "_waiters",
         "label",
         "runtime",
-        "serve",
         "thread_ident",
     )
 
@@ -123,13 +122,6 @@ class WorkFuture(Future[T]):
         self.thread_ident: int | None = None
         #: The runtime that runs the work, when it is async work.
         self.runtime: str | None = None
-        #: While a task waits for this future: hands it async work to run in
-        #: itself (``serve(work, context, label) -> WorkFuture``, from the
-        #: thread computing this future); None where the waiter cannot.
-        self.serve: (
-            Callable[[Callable[[], Awaitable[Any]], contextvars.Context, str], WorkFuture[Any]]
-            | None
-        ) = None
 
     @property
     def _condition(self) -> threading.Condition:  # type: ignore[override]
