@@ -26,7 +26,7 @@ from bridge._context import (
 )
 from bridge._errors import RunFinishedError
 from bridge._registry import RuntimeAdapter
-from bridge._work import InContext, WorkFuture, describe
+from bridge._work import WorkFuture, describe
 from pet_executor._future import HostWaker, Waker, drive_in_host
 
 T = TypeVar("T")
@@ -66,7 +66,8 @@ _MAX_IDLE = 16
 
 class _WorkTask:
     """A system task that runs work items one after another, each in its own
-    context, under the task's one cancel scope.
+    context (the task's context is the item's while it runs: trio steps a
+    task in ``task.context``), under the task's one cancel scope.
 
     Starting a trio task and entering a cancel scope cost microseconds each:
     a work task pays for them once, and later calls find it idle (``_IDLE``)
@@ -88,12 +89,12 @@ class _WorkTask:
         with trio.CancelScope() as scope:
             self._scope = scope
             while True:
-                work, context, future = item
+                work, _, future = item
                 self._running = future
                 task.name = describe(work)
                 future.start(token, functools.partial(self._cancel, future))
                 try:
-                    value: Any = await InContext(context.run(work), context)  # type: ignore[arg-type]
+                    value: Any = await work()
                 except trio.Cancelled:
                     if not scope.cancel_called:  # the run itself is ending
                         future.deliver_error(
@@ -113,7 +114,9 @@ class _WorkTask:
                 item = await trio.lowlevel.wait_task_rescheduled(self._leave)
 
     def run(self, item: _Item) -> None:
-        """Hand an idle work task ``item`` (on the run's thread)."""
+        """Hand an idle work task ``item`` (on the run's thread): its next
+        step, and every step of the item, runs in the item's context."""
+        self._task.context = item[1]
         trio.lowlevel.reschedule(self._task, outcome.Value(item))
 
     def _cancel(self, future: WorkFuture[Any]) -> None:
@@ -243,8 +246,7 @@ class TrioAdapter(RuntimeAdapter):
         if token.native in PORTAL_RUNS:
             # Imported by then: a portal run's main task put its token there.
             coro = sys.modules["bridge._portal"].with_portal(coro)
-        # The task's own context: each item runs in its own (InContext).
-        _spawn_system_task(_return, coro, name=describe(work), context=contextvars.Context())
+        _spawn_system_task(_return, coro, name=describe(work), context=context)
 
     async def await_future(
         self,
