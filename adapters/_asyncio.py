@@ -604,7 +604,7 @@ class AsyncioRunner(Runner):
         return _outcome(task)
 
     def cancel_current(self) -> None:
-        task = self._task
+        task = self._task or self._started
         if task is not None:
             task.cancel()
             self._loop.call_soon_threadsafe(_nothing)  # wake the selector

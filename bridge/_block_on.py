@@ -318,24 +318,28 @@ def _drive(
 ) -> T:
     """Run ``work`` on this thread's cached runner of ``runtime``."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    # Work that finishes in its first step never suspends: no loop turn, and
-    # no SIGINT handling to install (the rule is for calls that suspend).
-    now = runner.step_now(work, context)
-    if now is not None:
-        kind, value = now
-    else:
-        interrupted = _Interrupted(runner)
-        try:
+    # SIGINT handling is in place before the first step: a Ctrl-C that lands
+    # while the runner sets up or takes down a step must not go through its
+    # bookkeeping (a loop left marked running would refuse every later call).
+    interrupted = _Interrupted(runner)
+    try:
+        # Work that finishes in its first step never suspends: no loop turn.
+        now = runner.step_now(work, context)
+        if now is not None:
+            kind, value = now
+        else:
+            if interrupted.count:  # during the first step: its task was not known yet
+                runner.cancel_current()
             kind, value = runner.run(work, context, deadline, CLEANUP_TIMEOUT_S)
-        except KeyboardInterrupt:  # a second Ctrl-C, straight through the loop
-            interrupted.count += 1
-            kind, value = "pending", None
-        finally:
-            interrupted.restore()
-        if interrupted.count:
-            # A runner that a KeyboardInterrupt went through may be mid-step.
-            discard_thread_runner(runtime)
-            raise KeyboardInterrupt
+    except KeyboardInterrupt:  # a second Ctrl-C, straight through the loop
+        interrupted.count += 1
+        kind, value = "pending", None
+    finally:
+        interrupted.restore()
+    if interrupted.count:
+        # A runner that a KeyboardInterrupt went through may be mid-step.
+        discard_thread_runner(runtime)
+        raise KeyboardInterrupt
     if kind == "value":
         result: T = value
         return result

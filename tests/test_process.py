@@ -157,6 +157,44 @@ def test_ctrl_c_cancels_the_work_and_raises_keyboard_interrupt(call: str) -> Non
     assert code == 0, err
 
 
+def test_ctrl_c_during_the_works_first_step_cancels_it_at_its_await() -> None:
+    """A Ctrl-C that lands while block_on takes the work's first step (before
+    the work first suspends) is block_on's: the step goes on, the work is
+    cancelled at its await, its cleanup runs, KeyboardInterrupt follows, and
+    the thread's runner still works."""
+    child = Child(
+        """
+        import asyncio, signal, bridge
+
+        async def forever():
+            signal.raise_signal(signal.SIGINT)
+            print("the first step went on", flush=True)
+            try:
+                await asyncio.sleep(3600)
+            finally:
+                print("cleanup ran", flush=True)
+
+        async def answer():
+            await asyncio.sleep(0)
+            return 42
+
+        try:
+            bridge.block_on(forever)
+        except KeyboardInterrupt:
+            print("KeyboardInterrupt", flush=True)
+        print("next call", bridge.block_on(answer), flush=True)
+        """
+    )
+    code, err = child.finish()
+    assert child.lines == [
+        "the first step went on",
+        "cleanup ran",
+        "KeyboardInterrupt",
+        "next call 42",
+    ], err
+    assert code == 0, err
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
 def test_fork_child_drops_inherited_pets_and_both_keep_working() -> None:
     child = Child(
