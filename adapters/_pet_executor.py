@@ -11,7 +11,9 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import contextvars
+import functools
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _dist_version
@@ -62,6 +64,113 @@ class _Deliver(Waker):
         else:
             if result is not _PENDING:  # a spurious wake: it stays registered
                 future.deliver_value(result.value)
+
+
+#: A work item: (work, the context it runs in, its future).
+_Item = tuple[Callable[[], Awaitable[Any]], contextvars.Context, WorkFuture[Any]]
+
+#: How many idle work tasks a kernel keeps.
+_MAX_IDLE = 16
+#: Each kernel's idle work tasks, most recent last.
+_IDLE: weakref.WeakKeyDictionary[Kernel, list[_WorkTask]] = weakref.WeakKeyDictionary()
+
+
+class _NextItem(FutureBase[Any]):
+    """What an idle work task awaits: the next item, handed over on the
+    kernel's thread by :meth:`_WorkTask.run`."""
+
+    __slots__ = ("item", "waker")
+
+    def __init__(self) -> None:
+        self.item: _Item | None = None
+        self.waker: Waker | None = None
+
+    def poll(self, cx: pet_executor.Context, /) -> Poll[Any]:
+        item = self.item
+        if item is not None:
+            return Poll(item)
+        self.waker = cx.waker
+        return _PENDING
+
+
+class _WorkTask:
+    """A task of the kernel that runs work items one after another, each in
+    its own context (the task's steps run in the item's context while it
+    runs). Spawning a task, wrapping it in a portal and joining it cost more
+    than the noop they run: a work task pays for them once, and later calls
+    find it idle and hand it their item. Cancelling an item aborts the task
+    (only while that item runs); it then ends, and later calls start a new
+    one. When the kernel closes, idle tasks are aborted like any other and
+    leave; a running item ends with ``RunFinishedError``."""
+
+    __slots__ = ("_cancelled", "_handle", "_idle", "_next", "_running")
+
+    def __init__(self, idle: list[_WorkTask]) -> None:
+        self._idle = idle
+        self._running: WorkFuture[Any] | None = None
+        self._cancelled: WorkFuture[Any] | None = None
+        self._next: _NextItem | None = None
+        self._handle: JoinHandle[None] | None = None
+
+    def start(self, kernel: Kernel, token: Token, item: _Item) -> None:
+        self._handle = kernel.spawn(
+            self._serve, token, item, name=describe(item[0]), context=item[1]
+        )
+
+    async def _serve(self, token: Token, item: _Item) -> None:
+        kernel = current_kernel()
+        assert kernel is not None
+        task = pet_executor.current_task()
+        while True:
+            work, _, future = item
+            self._running = future
+            task.name = describe(work)
+            future.start(token, functools.partial(self._cancel, future))
+            try:
+                value: Any = await work()
+            except Cancelled:
+                if self._cancelled is future:
+                    future.deliver_cancelled("a pet_executor task")
+                else:  # the kernel is closing
+                    future.deliver_error(
+                        RunFinishedError("the pet_executor run ended while the work was running.")
+                    )
+                raise
+            except Exception as error:
+                future.deliver_error(error)
+            except BaseException as error:  # KeyboardInterrupt, SystemExit: the kernel's too
+                future.deliver_error(error)
+                raise
+            else:
+                future.deliver_value(value)
+            self._running = None
+            if len(self._idle) >= _MAX_IDLE or kernel.closing:
+                return
+            self._next = waiting = _NextItem()
+            self._idle.append(self)
+            try:
+                item = await waiting
+            except Cancelled:
+                with contextlib.suppress(ValueError):
+                    self._idle.remove(self)
+                raise
+
+    def run(self, item: _Item) -> None:
+        """Hand an idle work task ``item`` (on the kernel's thread): its next
+        step, and every step of the item, runs in the item's context."""
+        waiting, handle = self._next, self._handle
+        assert waiting is not None
+        assert handle is not None
+        self._next = None
+        handle.task._run = item[1].run
+        waiting.item = item
+        if waiting.waker is not None:
+            waiting.waker.wake()
+
+    def _cancel(self, future: WorkFuture[Any]) -> None:
+        if self._running is future and self._handle is not None:  # not an item that ended
+            self._cancelled = future
+            self._handle.abort()
 
 
 class _ConcurrentWait(FutureBase[T]):
@@ -222,12 +331,13 @@ class PetExecutorAdapter(RuntimeAdapter):
         future: WorkFuture[T],
     ) -> None:
         kernel: Kernel = token.native  # type: ignore[assignment]
-        handle: JoinHandle[T] = kernel.spawn(work, name=describe(work), context=context)
-        future.start(token, handle.abort)
-        # The handle stays alive in the waker's hands (the task holds the
-        # waker) until the task ends and the outcome is delivered.
-        deliver = _Deliver(handle, future, kernel)
-        deliver.wake()  # registers it, or delivers at once if already done
+        idle = _IDLE.get(kernel)
+        if idle is None:
+            idle = _IDLE[kernel] = []
+        if idle:
+            idle.pop().run((work, context, future))
+        else:
+            _WorkTask(idle).start(kernel, token, (work, context, future))
 
     async def await_future(
         self,

@@ -427,52 +427,66 @@ def test_runners_close_when_their_thread_ends() -> None:
     assert loops[0].is_closed(), "the thread's cached loop was closed when it ended"
 
 
-def test_trio_work_tasks_are_reused_each_item_in_its_own_context() -> None:
-    """A trio pet runs calls in work tasks it keeps: the next call reuses an
+#: The pets that keep their work tasks between calls.
+KEEPS_WORK_TASKS = ["trio", "pet_executor"]
+
+
+def _current_task(runtime: str) -> Any:
+    if runtime == "trio":
+        import trio
+
+        return trio.lowlevel.current_task()
+    import pet_executor
+
+    return pet_executor.current_task()
+
+
+@pytest.mark.parametrize("runtime", KEEPS_WORK_TASKS)
+def test_work_tasks_are_reused_each_item_in_its_own_context(runtime: str) -> None:
+    """Some pets run calls in work tasks they keep: the next call reuses an
     idle one, named after the work, with none of the last item's context."""
-    pytest.importorskip("trio")
-    import trio
+    pytest.importorskip(runtime)
 
     async def first() -> tuple[object, str]:
         VAR.set("set by the first call")
-        return trio.lowlevel.current_task(), trio.lowlevel.current_task().name
+        task = _current_task(runtime)
+        return task, task.name
 
     async def second() -> tuple[object, str, str]:
-        task = trio.lowlevel.current_task()
+        task = _current_task(runtime)
         return task, task.name, VAR.get()
 
-    with PetExecutor("trio") as pet:
+    with PetExecutor(runtime) as pet:
         task_one, name_one = pet.call(first)
         task_two, name_two, seen = pet.call(second)
     assert task_one is task_two, "the idle work task took the next call"
     assert (name_one, name_two) == (
-        "test_trio_work_tasks_are_reused_each_item_in_its_own_context.<locals>.first",
-        "test_trio_work_tasks_are_reused_each_item_in_its_own_context.<locals>.second",
+        "test_work_tasks_are_reused_each_item_in_its_own_context.<locals>.first",
+        "test_work_tasks_are_reused_each_item_in_its_own_context.<locals>.second",
     )
     assert seen == "unset", "nothing of the first call's context reached the second"
 
 
-def test_a_trio_work_task_whose_item_was_cancelled_is_not_reused() -> None:
-    """Cancelling an item cancels its work task's scope, and that task ends
-    after the item's cleanup: the next call runs in another task."""
-    pytest.importorskip("trio")
-    import trio
-
+@pytest.mark.parametrize("runtime", KEEPS_WORK_TASKS)
+def test_a_work_task_whose_item_was_cancelled_is_not_reused(runtime: str) -> None:
+    """Cancelling an item cancels its work task, which ends after the item's
+    cleanup: the next call runs in another task."""
+    pytest.importorskip(runtime)
     started, cleaned = threading.Event(), threading.Event()
     tasks: list[object] = []  # kept alive: compared by identity
 
     async def long() -> None:
-        tasks.append(trio.lowlevel.current_task())
+        tasks.append(_current_task(runtime))
         started.set()
         try:
-            await trio.sleep(60)
+            await _sleep(runtime, 60)
         finally:
             cleaned.set()
 
     async def current() -> object:
-        return trio.lowlevel.current_task()
+        return _current_task(runtime)
 
-    with PetExecutor("trio") as pet:
+    with PetExecutor(runtime) as pet:
         assert pet.call(current) is pet.call(current), "an idle task takes the next call"
         cancelled = pet.submit(long)
         assert started.wait(10)
@@ -481,3 +495,14 @@ def test_a_trio_work_task_whose_item_was_cancelled_is_not_reused() -> None:
             cancelled.result(10)
         assert cleaned.is_set()
         assert pet.call(current) is not tasks[0], "the cancelled item's task ended"
+
+
+async def _sleep(runtime: str, seconds: float) -> None:
+    if runtime == "trio":
+        import trio
+
+        await trio.sleep(seconds)
+    else:
+        import pet_executor
+
+        await pet_executor.sleep(seconds)
