@@ -13,7 +13,6 @@ import contextlib
 import contextvars
 import functools
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _dist_version
@@ -71,8 +70,8 @@ _Item = tuple[Callable[[], Awaitable[Any]], contextvars.Context, WorkFuture[Any]
 
 #: How many idle work tasks a kernel keeps.
 _MAX_IDLE = 16
-#: Each kernel's idle work tasks, most recent last.
-_IDLE: weakref.WeakKeyDictionary[Kernel, list[_WorkTask]] = weakref.WeakKeyDictionary()
+#: The kernel attribute that holds its idle work tasks, most recent last.
+_IDLE_ATTR = "_runtime_bridge_idle_work_tasks"
 
 
 class _NextItem(FutureBase[Any]):
@@ -331,9 +330,10 @@ class PetExecutorAdapter(RuntimeAdapter):
         future: WorkFuture[T],
     ) -> None:
         kernel: Kernel = token.native  # type: ignore[assignment]
-        idle = _IDLE.get(kernel)
+        idle: list[_WorkTask] | None = kernel.__dict__.get(_IDLE_ATTR)
         if idle is None:
-            idle = _IDLE[kernel] = []
+            idle = []
+            setattr(kernel, _IDLE_ATTR, idle)
         if idle:
             idle.pop().run((work, context, future))
         else:
