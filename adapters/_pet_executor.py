@@ -143,8 +143,8 @@ class _WorkTask:
             else:
                 future.deliver_value(value)
             self._running = None
-            if len(self._idle) >= _MAX_IDLE or kernel.closing:
-                return
+            if self._cancelled is not None or len(self._idle) >= _MAX_IDLE or kernel.closing:
+                return  # aborted too late (the work ate it), enough idle, or closing
             self._next = waiting = _NextItem()
             self._idle.append(self)
             try:
