@@ -52,37 +52,18 @@ reentry = Group(
 
 
 @reentry.case(
-    "bridge.block_on(noop) from sync code, task with a portal  [asyncio]",
-    inside="asyncio",
-    goal=">= 2x faster than greenback_asyncio",
-)
-async def bridge_asyncio(timer: Timer) -> None:
-    import bridge
-
-    await _with_bridge_portal()
-    block = bridge.block_on
-    timer.time(lambda: block(noop))
-
-
-@reentry.case(
-    "greenback.await_(noop()) from sync code, after greenback.ensure_portal()  [asyncio]",
-    inside="asyncio",
-    requires=("greenback",),
-)
-async def greenback_asyncio(timer: Timer) -> None:
-    import greenback
-
-    await greenback.ensure_portal()
-    await_ = greenback.await_
-    timer.time(lambda: await_(noop()))
-
-
-@reentry.case(
     "bridge.block_on(noop) from sync code, task with a portal  [trio]",
+    key="bridge_trio",
     inside="trio",
     goal=">= 2x faster than greenback_trio",
 )
-async def bridge_trio(timer: Timer) -> None:
+@reentry.case(
+    "bridge.block_on(noop) from sync code, task with a portal  [asyncio]",
+    key="bridge_asyncio",
+    inside="asyncio",
+    goal=">= 2x faster than greenback_asyncio",
+)
+async def bridge_reentry(timer: Timer) -> None:
     import bridge
 
     await _with_bridge_portal()
@@ -92,10 +73,17 @@ async def bridge_trio(timer: Timer) -> None:
 
 @reentry.case(
     "greenback.await_(noop()) from sync code, after greenback.ensure_portal()  [trio]",
+    key="greenback_trio",
     inside="trio",
     requires=("greenback",),
 )
-async def greenback_trio(timer: Timer) -> None:
+@reentry.case(
+    "greenback.await_(noop()) from sync code, after greenback.ensure_portal()  [asyncio]",
+    key="greenback_asyncio",
+    inside="asyncio",
+    requires=("greenback",),
+)
+async def greenback_reentry(timer: Timer) -> None:
     import greenback
 
     await greenback.ensure_portal()
@@ -114,7 +102,18 @@ suspend = Group(
 )
 
 
-def _switches(sleep: Callable[[float], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
+def _switches() -> Callable[[], Awaitable[None]]:
+    """``SWITCHES`` x ``await sleep(0)`` of the running runtime."""
+    import sniffio
+
+    if sniffio.current_async_library() == "trio":
+        import trio
+
+        sleep: Callable[[float], Awaitable[object]] = trio.sleep
+    else:
+        import asyncio
+
+        sleep = asyncio.sleep
     switches = range(SWITCHES)
 
     async def run() -> None:
@@ -124,77 +123,61 @@ def _switches(sleep: Callable[[float], Awaitable[object]]) -> Callable[[], Await
     return run
 
 
-@suspend.case("await asyncio.sleep(0), no portal  [asyncio]", inside="asyncio", ops=SWITCHES)
-def plain_asyncio() -> Callable[[], Awaitable[None]]:
-    import asyncio
-
-    return _switches(asyncio.sleep)
-
-
 @suspend.case(
-    "await asyncio.sleep(0), the task has a bridge portal  [asyncio]",
+    "await trio.sleep(0), no portal  [trio]", key="plain_trio", inside="trio", ops=SWITCHES
+)
+@suspend.case(
+    "await asyncio.sleep(0), no portal  [asyncio]",
+    key="plain_asyncio",
     inside="asyncio",
     ops=SWITCHES,
-    goal="<= 3 µs over plain_asyncio",
-    vs="greenback_asyncio_suspend",
 )
-async def portal_asyncio(timer: Timer) -> None:
-    import asyncio
-
-    await _with_bridge_portal()
-    await timer.time_async(_switches(asyncio.sleep))
-
-
-@suspend.case(
-    "await asyncio.sleep(0), the task has a greenback portal  [asyncio]",
-    inside="asyncio",
-    ops=SWITCHES,
-    requires=("greenback",),
-    vs="plain_asyncio",
-)
-async def greenback_asyncio_suspend(timer: Timer) -> None:
-    import asyncio
-
-    import greenback
-
-    await greenback.ensure_portal()
-    await timer.time_async(_switches(asyncio.sleep))
-
-
-@suspend.case("await trio.sleep(0), no portal  [trio]", inside="trio", ops=SWITCHES)
-def plain_trio() -> Callable[[], Awaitable[None]]:
-    import trio
-
-    return _switches(trio.sleep)
+async def plain_suspend() -> Callable[[], Awaitable[None]]:
+    return _switches()
 
 
 @suspend.case(
     "await trio.sleep(0), the task has a bridge portal  [trio]",
+    key="portal_trio",
     inside="trio",
     ops=SWITCHES,
     goal="<= 3 µs over plain_trio",
     vs="greenback_trio_suspend",
 )
-async def portal_trio(timer: Timer) -> None:
-    import trio
-
+@suspend.case(
+    "await asyncio.sleep(0), the task has a bridge portal  [asyncio]",
+    key="portal_asyncio",
+    inside="asyncio",
+    ops=SWITCHES,
+    goal="<= 3 µs over plain_asyncio",
+    vs="greenback_asyncio_suspend",
+)
+async def portal_suspend(timer: Timer) -> None:
     await _with_bridge_portal()
-    await timer.time_async(_switches(trio.sleep))
+    await timer.time_async(_switches())
 
 
 @suspend.case(
     "await trio.sleep(0), the task has a greenback portal  [trio]",
+    key="greenback_trio_suspend",
     inside="trio",
     ops=SWITCHES,
     requires=("greenback",),
     vs="plain_trio",
 )
-async def greenback_trio_suspend(timer: Timer) -> None:
+@suspend.case(
+    "await asyncio.sleep(0), the task has a greenback portal  [asyncio]",
+    key="greenback_asyncio_suspend",
+    inside="asyncio",
+    ops=SWITCHES,
+    requires=("greenback",),
+    vs="plain_asyncio",
+)
+async def greenback_suspend(timer: Timer) -> None:
     import greenback
-    import trio
 
     await greenback.ensure_portal()
-    await timer.time_async(_switches(trio.sleep))
+    await timer.time_async(_switches())
 
 
 # =============================================================================
