@@ -164,39 +164,20 @@ async def trio_guest_mode(timer: Timer) -> None:
     to the host loop), the guest task answers on the host's thread."""
     one_cpu()
     import asyncio
-    import math
 
     import trio
 
     loop = asyncio.get_running_loop()
     started: asyncio.Future[Any] = loop.create_future()
     ended: asyncio.Future[Any] = loop.create_future()
-
-    async def guest() -> None:
-        send, receive = trio.open_memory_channel[Any](math.inf)
-        started.set_result((trio.lowlevel.current_trio_token(), send))
-        async with receive:
-            async for fn, answer in receive:
-                answer.set_result(await fn())
-
     trio.lowlevel.start_guest_run(
-        guest,
+        _bare_trio_guest(started, _call_here),
         run_sync_soon_threadsafe=loop.call_soon_threadsafe,
         run_sync_soon_not_threadsafe=loop.call_soon,
         done_callback=ended.set_result,
     )
-    token, send = await started
-
-    def call() -> asyncio.Future[Any]:
-        answer = loop.create_future()
-        token.run_sync_soon(send.send_nowait, (noop, answer))
-        return answer
-
-    try:
-        await timer.time_async(call)
-    finally:
-        token.run_sync_soon(send.close)
-        (await ended).unwrap()
+    await _time_bare_requests(timer, started)
+    (await ended).unwrap()
 
 
 @peer.case(
@@ -212,23 +193,51 @@ async def trio_thread_bare(timer: Timer) -> None:
     cancellation, contextvars, portal and notes."""
     one_cpu()
     import asyncio
-    import math
 
     import trio
 
     loop = asyncio.get_running_loop()
     started: asyncio.Future[Any] = loop.create_future()
-
-    async def guest() -> None:
-        send, receive = trio.open_memory_channel[Any](math.inf)
-        loop.call_soon_threadsafe(started.set_result, (trio.lowlevel.current_trio_token(), send))
-        async with receive:
-            async for fn, answer in receive:
-                loop.call_soon_threadsafe(answer.set_result, await fn())
-
+    guest = _bare_trio_guest(started, loop.call_soon_threadsafe)
     thread = threading.Thread(target=trio.run, args=(guest,), name="bench-trio", daemon=True)
     thread.start()
+    await _time_bare_requests(timer, started)
+    await asyncio.to_thread(thread.join)
+
+
+def _call_here(fn: Callable[[Any], object], value: Any) -> None:
+    fn(value)
+
+
+def _bare_trio_guest(
+    started: Any, answer_with: Callable[[Callable[[Any], object], Any], object]
+) -> Callable[[], Awaitable[None]]:
+    """A trio main task that takes (fn, asyncio future) requests from a
+    memory channel until it closes and answers each with ``await fn()``,
+    completing the host's futures through ``answer_with(set_result, value)``.
+    It first hands the host (token, channel) through ``started``."""
+
+    async def guest() -> None:
+        import math
+
+        import trio
+
+        send, receive = trio.open_memory_channel[Any](math.inf)
+        answer_with(started.set_result, (trio.lowlevel.current_trio_token(), send))
+        async with receive:
+            async for fn, answer in receive:
+                answer_with(answer.set_result, await fn())
+
+    return guest
+
+
+async def _time_bare_requests(timer: Timer, started: Any) -> None:
+    """Time requests to a ``_bare_trio_guest``: ``token.run_sync_soon`` puts
+    each on its channel; the row awaits the answer. Closes the channel after."""
+    import asyncio
+
     token, send = await started
+    loop = asyncio.get_running_loop()
 
     def call() -> asyncio.Future[Any]:
         answer = loop.create_future()
@@ -239,7 +248,6 @@ async def trio_thread_bare(timer: Timer) -> None:
         await timer.time_async(call)
     finally:
         token.run_sync_soon(send.close)
-        await asyncio.to_thread(thread.join)
 
 
 # =============================================================================
