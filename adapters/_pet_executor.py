@@ -27,7 +27,7 @@ from bridge._context import (
 )
 from bridge._errors import RunFinishedError
 from bridge._registry import Outcome, Runner, RuntimeAdapter
-from bridge._work import WorkFuture, describe
+from bridge._work import IDLE_WORK_TASKS, WorkFuture, WorkItem, describe
 from pet_executor import Cancelled, FutureBase, JoinHandle, Poll, Waker, shield
 from pet_executor.lowlevel import Kernel, Timer, current_kernel, current_task_or_none
 
@@ -65,11 +65,6 @@ class _Deliver(Waker):
                 future.deliver_value(result.value)
 
 
-#: A work item: (work, the context it runs in, its future).
-_Item = tuple[Callable[[], Awaitable[Any]], contextvars.Context, WorkFuture[Any]]
-
-#: How many idle work tasks a kernel keeps.
-_MAX_IDLE = 16
 #: The kernel attribute that holds its idle work tasks, most recent last.
 _IDLE_ATTR = "_runtime_bridge_idle_work_tasks"
 
@@ -81,7 +76,7 @@ class _NextItem(FutureBase[Any]):
     __slots__ = ("item", "waker")
 
     def __init__(self) -> None:
-        self.item: _Item | None = None
+        self.item: WorkItem | None = None
         self.waker: Waker | None = None
 
     def poll(self, cx: pet_executor.Context, /) -> Poll[Any]:
@@ -111,12 +106,12 @@ class _WorkTask:
         self._next: _NextItem | None = None
         self._handle: JoinHandle[None] | None = None
 
-    def start(self, kernel: Kernel, token: Token, item: _Item) -> None:
+    def start(self, kernel: Kernel, token: Token, item: WorkItem) -> None:
         self._handle = kernel.spawn(
             self._serve, token, item, name=describe(item[0]), context=item[1]
         )
 
-    async def _serve(self, token: Token, item: _Item) -> None:
+    async def _serve(self, token: Token, item: WorkItem) -> None:
         kernel = current_kernel()
         assert kernel is not None
         task = pet_executor.current_task()
@@ -143,7 +138,7 @@ class _WorkTask:
             else:
                 future.deliver_value(value)
             self._running = None
-            if self._cancelled is not None or len(self._idle) >= _MAX_IDLE or kernel.closing:
+            if self._cancelled is not None or len(self._idle) >= IDLE_WORK_TASKS or kernel.closing:
                 return  # aborted too late (the work ate it), enough idle, or closing
             self._next = waiting = _NextItem()
             self._idle.append(self)
@@ -154,7 +149,7 @@ class _WorkTask:
                     self._idle.remove(self)
                 raise
 
-    def run(self, item: _Item) -> None:
+    def run(self, item: WorkItem) -> None:
         """Hand an idle work task ``item`` (on the kernel's thread): its next
         step, and every step of the item, runs in the item's context."""
         waiting, handle = self._next, self._handle

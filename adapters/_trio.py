@@ -26,7 +26,7 @@ from bridge._context import (
 )
 from bridge._errors import RunFinishedError
 from bridge._registry import RuntimeAdapter
-from bridge._work import WorkFuture, describe
+from bridge._work import IDLE_WORK_TASKS, WorkFuture, WorkItem, describe
 from pet_executor._future import HostWaker, Waker, drive_in_host
 
 T = TypeVar("T")
@@ -55,13 +55,8 @@ class TrioToken(Token):
             raise RunFinishedError("the trio run this token belongs to has finished.") from None
 
 
-#: A work item: (work, the context it runs in, its future).
-_Item = tuple[Callable[[], Awaitable[Any]], contextvars.Context, WorkFuture[Any]]
-
 #: The work tasks of a run that wait for an item, most recent last.
 _IDLE: trio.lowlevel.RunVar[list[_WorkTask]] = trio.lowlevel.RunVar("bridge_idle_work_tasks")
-#: How many idle work tasks a run keeps.
-_MAX_IDLE = 16
 
 
 class _WorkTask:
@@ -84,7 +79,7 @@ class _WorkTask:
         self._idle = idle
         self._running: WorkFuture[Any] | None = None
 
-    async def serve(self, token: Token, item: _Item) -> None:
+    async def serve(self, token: Token, item: WorkItem) -> None:
         task = self._task = trio.lowlevel.current_task()
         with trio.CancelScope() as scope:
             self._scope = scope
@@ -108,12 +103,12 @@ class _WorkTask:
                 else:
                     future.deliver_value(value)
                 self._running = None
-                if scope.cancel_called or len(self._idle) >= _MAX_IDLE:
+                if scope.cancel_called or len(self._idle) >= IDLE_WORK_TASKS:
                     return  # cancelled too late (the work ate it), or enough idle
                 self._idle.append(self)
                 item = await trio.lowlevel.wait_task_rescheduled(self._leave)
 
-    def run(self, item: _Item) -> None:
+    def run(self, item: WorkItem) -> None:
         """Hand an idle work task ``item`` (on the run's thread): its next
         step, and every step of the item, runs in the item's context."""
         self._task.context = item[1]

@@ -55,8 +55,10 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 __all__ = (
+    "IDLE_WORK_TASKS",
     "InContext",
     "WorkFuture",
+    "WorkItem",
     "as_async_callable",
     "await_work",
     "bind_work",
@@ -380,6 +382,13 @@ class WorkFuture(Future[T]):
             except Exception:
                 _LOGGER.exception("exception calling callback for %r", self)
 
+
+#: Work handed to a run: (work, the context it runs in, its future).
+WorkItem = tuple[Callable[[], Awaitable[Any]], contextvars.Context, WorkFuture[Any]]
+
+#: How many idle work tasks a run keeps, where a runtime keeps them (starting
+#: a task costs more there than a short call: see adapters/_trio.py).
+IDLE_WORK_TASKS = 16
 
 #: The states a future never leaves, and its cancelled states.
 _OVER = frozenset({CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED})

@@ -52,7 +52,7 @@ from bridge._context import Token, current_context, mark_pet_thread, owned_run
 from bridge._deadlock import CURRENT_WORK
 from bridge._errors import Fix, PetClosedError, RunFinishedError
 from bridge._registry import get
-from bridge._work import WorkFuture, as_async_callable, describe
+from bridge._work import WorkFuture, WorkItem, as_async_callable, describe
 
 T = TypeVar("T")
 
@@ -87,8 +87,7 @@ class _Run:
         self.token = token
         self.thread_ident = thread_ident
         self.pending: set[WorkFuture[Any]] = set()
-        self.inbox: deque[tuple[Callable[[], Awaitable[Any]], contextvars.Context, WorkFuture[Any]]]
-        self.inbox = deque()
+        self.inbox: deque[WorkItem] = deque()
         self.scheduled = False
         self.open = True
 
