@@ -12,6 +12,7 @@ import pytest
 
 import pet_executor as pe
 from pet_executor.lowlevel import Kernel
+from tests.child_process import Child
 
 from ._helpers import Gate
 
@@ -529,19 +530,21 @@ def test_keyboard_interrupt_in_a_task_ends_the_run_after_cleanup() -> None:
     assert events == ["other cleaned up"]
 
 
+def _interrupted_when_ready(code: str) -> tuple[str, str, int]:
+    """Run ``code`` in a child process and send it SIGINT once it prints
+    "ready"; return what it printed after that, its stderr and exit code."""
+    child = Child(code)
+    child.expect("ready")
+    child.interrupt()
+    returncode, err = child.finish(timeout=30)
+    return "\n".join(child.lines[child.lines.index("ready") + 1 :]), err, returncode
+
+
 def test_ctrl_c_while_the_kernel_idles_cancels_the_tasks_and_runs_their_cleanup() -> None:
     """A real SIGINT, in a subprocess: the kernel is blocked waiting for work."""
-    import signal
-    import subprocess
-    import textwrap
-
-    code = textwrap.dedent(
+    out, err, returncode = _interrupted_when_ready(
         """
-        import signal
         import pet_executor as pe
-
-        # A child started in the background inherits SIGINT ignored.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
 
         async def worker():
             try:
@@ -561,15 +564,8 @@ def test_ctrl_c_while_the_kernel_idles_cancels_the_tasks_and_runs_their_cleanup(
             print("KeyboardInterrupt reached the caller", flush=True)
         """
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready"
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
     assert out.split() == ["cleanup", "ran", "KeyboardInterrupt", "reached", "the", "caller"], err
-    assert proc.returncode == 0
+    assert returncode == 0
 
 
 def test_ctrl_c_that_does_not_interrupt_the_idle_wait_still_reaches_the_caller() -> None:
@@ -577,17 +573,12 @@ def test_ctrl_c_that_does_not_interrupt_the_idle_wait_still_reaches_the_caller()
     it (nor does one taken by another thread): its handler runs once the wait
     returns. Here the main thread blocks SIGINT, so another thread takes it;
     the kernel must still see the KeyboardInterrupt, soon."""
-    import signal
-    import subprocess
-    import textwrap
-
-    code = textwrap.dedent(
+    out, err, returncode = _interrupted_when_ready(
         """
         import signal
         import threading
         import pet_executor as pe
 
-        signal.signal(signal.SIGINT, signal.default_int_handler)
         threading.Thread(target=threading.Event().wait, daemon=True).start()
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
@@ -604,12 +595,5 @@ def test_ctrl_c_that_does_not_interrupt_the_idle_wait_still_reaches_the_caller()
             print("KeyboardInterrupt reached the caller", flush=True)
         """
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready"
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
     assert out.split() == ["cleanup", "ran", "KeyboardInterrupt", "reached", "the", "caller"], err
-    assert proc.returncode == 0
+    assert returncode == 0
