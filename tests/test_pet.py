@@ -13,7 +13,7 @@ import pytest
 import bridge
 from bridge import BlockingInLoopError, Context, PetClosedError
 from pet_executor._host import PetExecutor
-from tests.runtimes import Driver
+from tests.runtimes import Driver, driver_params
 
 VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
 
@@ -179,23 +179,28 @@ def test_lazy_start() -> None:
     pet.close()
 
 
+async def _current_task(runtime: str) -> Any:
+    """The task running this code, the runtime's own object."""
+    if runtime == "trio":
+        import trio
+
+        return trio.lowlevel.current_task()
+    if runtime == "curio":
+        import curio
+
+        return await curio.current_task()
+    if runtime == "pet_executor":
+        import pet_executor
+
+        return pet_executor.current_task()
+    import asyncio
+
+    return asyncio.current_task()
+
+
 def _task_id(driver: Driver) -> Any:
     async def current() -> object:
-        if driver.runtime == "trio":
-            import trio
-
-            return id(trio.lowlevel.current_task())
-        if driver.runtime == "curio":
-            import curio
-
-            return id(await curio.current_task())
-        if driver.runtime == "pet_executor":
-            import pet_executor
-
-            return id(pet_executor.current_task())
-        import asyncio
-
-        return id(asyncio.current_task())
+        return id(await _current_task(driver.runtime))
 
     return current
 
@@ -428,35 +433,24 @@ def test_runners_close_when_their_thread_ends() -> None:
 
 
 #: The pets that keep their work tasks between calls.
-KEEPS_WORK_TASKS = ["trio", "pet_executor"]
+KEEPS_WORK_TASKS = driver_params(lambda d: d.id in ("trio", "pet_executor"))
 
 
-def _current_task(runtime: str) -> Any:
-    if runtime == "trio":
-        import trio
-
-        return trio.lowlevel.current_task()
-    import pet_executor
-
-    return pet_executor.current_task()
-
-
-@pytest.mark.parametrize("runtime", KEEPS_WORK_TASKS)
-def test_work_tasks_are_reused_each_item_in_its_own_context(runtime: str) -> None:
+@pytest.mark.parametrize("driver", KEEPS_WORK_TASKS)
+def test_work_tasks_are_reused_each_item_in_its_own_context(driver: Driver) -> None:
     """Some pets run calls in work tasks they keep: the next call reuses an
     idle one, named after the work, with none of the last item's context."""
-    pytest.importorskip(runtime)
 
     async def first() -> tuple[object, str]:
         VAR.set("set by the first call")
-        task = _current_task(runtime)
+        task = await _current_task(driver.runtime)
         return task, task.name
 
     async def second() -> tuple[object, str, str]:
-        task = _current_task(runtime)
+        task = await _current_task(driver.runtime)
         return task, task.name, VAR.get()
 
-    with PetExecutor(runtime) as pet:
+    with PetExecutor(driver.runtime) as pet:
         task_one, name_one = pet.call(first)
         task_two, name_two, seen = pet.call(second)
     assert task_one is task_two, "the idle work task took the next call"
@@ -467,26 +461,25 @@ def test_work_tasks_are_reused_each_item_in_its_own_context(runtime: str) -> Non
     assert seen == "unset", "nothing of the first call's context reached the second"
 
 
-@pytest.mark.parametrize("runtime", KEEPS_WORK_TASKS)
-def test_a_work_task_whose_item_was_cancelled_is_not_reused(runtime: str) -> None:
+@pytest.mark.parametrize("driver", KEEPS_WORK_TASKS)
+def test_a_work_task_whose_item_was_cancelled_is_not_reused(driver: Driver) -> None:
     """Cancelling an item cancels its work task, which ends after the item's
     cleanup: the next call runs in another task."""
-    pytest.importorskip(runtime)
     started, cleaned = threading.Event(), threading.Event()
     tasks: list[object] = []  # kept alive: compared by identity
 
     async def long() -> None:
-        tasks.append(_current_task(runtime))
+        tasks.append(await _current_task(driver.runtime))
         started.set()
         try:
-            await _sleep(runtime, 60)
+            await driver.sleep(60)
         finally:
             cleaned.set()
 
     async def current() -> object:
-        return _current_task(runtime)
+        return await _current_task(driver.runtime)
 
-    with PetExecutor(runtime) as pet:
+    with PetExecutor(driver.runtime) as pet:
         assert pet.call(current) is pet.call(current), "an idle task takes the next call"
         cancelled = pet.submit(long)
         assert started.wait(10)
@@ -495,14 +488,3 @@ def test_a_work_task_whose_item_was_cancelled_is_not_reused(runtime: str) -> Non
             cancelled.result(10)
         assert cleaned.is_set()
         assert pet.call(current) is not tasks[0], "the cancelled item's task ended"
-
-
-async def _sleep(runtime: str, seconds: float) -> None:
-    if runtime == "trio":
-        import trio
-
-        await trio.sleep(seconds)
-    else:
-        import pet_executor
-
-        await pet_executor.sleep(seconds)
